@@ -1,0 +1,359 @@
+//! The collector's TOML configuration: parsing, defaults and validation.
+//!
+//! Parsing rejects unknown keys and wrong types (the TOML error names the key,
+//! line and column). Validation is pure and reports every problem at once,
+//! each with the path of the key it concerns (`agents[1].cmdline: ...`), so
+//! `vigil-collector check` can print them all.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Top-level configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Identity of this host in every event. Default: /etc/machine-id.
+    #[serde(default)]
+    pub host_id: Option<String>,
+    /// Where the collector keeps its state (the spool in later versions).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// How many ancestors above the parent each event carries.
+    #[serde(default = "default_max_ancestors")]
+    pub max_ancestors: usize,
+    #[serde(default)]
+    pub bpf: BpfConfig,
+    #[serde(default)]
+    pub network: NetworkConfig,
+    #[serde(default)]
+    pub stats: StatsConfig,
+    /// Desktop AI agents whose process trees are attributed.
+    #[serde(default)]
+    pub agents: Vec<AgentConfig>,
+    #[serde(default)]
+    pub redaction: RedactionConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BpfConfig {
+    /// Size of the kernel→user ring buffer; a power of two, at least one page.
+    #[serde(default = "default_ring_buffer_bytes")]
+    pub ring_buffer_bytes: u32,
+    /// How many open files and sockets the kernel aggregates bytes for at once.
+    #[serde(default = "default_fd_table_entries")]
+    pub fd_table_entries: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Long-lived flows report their traffic at this interval (0: only at close).
+    #[serde(default = "default_flow_report_interval_secs")]
+    pub flow_report_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsConfig {
+    /// A `collector` event with drop counters is emitted at this interval (0: only at exit).
+    #[serde(default = "default_stats_interval_secs")]
+    pub interval_secs: u64,
+}
+
+/// One desktop agent. Every matcher given must match the exec'd process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub name: String,
+    /// Glob on the executable path, e.g. `/opt/cowork/bin/*`.
+    #[serde(default)]
+    pub exe: Option<String>,
+    /// Exact process name (comm, at most 15 bytes).
+    #[serde(default)]
+    pub comm: Option<String>,
+    /// Regex on the command line (arguments joined by spaces).
+    #[serde(default)]
+    pub cmdline: Option<String>,
+    /// Glob on the cgroup v2 path, e.g. `/user.slice/*/app-cowork-*.scope`.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionConfig {
+    /// Regexes added to the built-in secret patterns. A named group `secret`
+    /// limits redaction to that group; otherwise the whole match is replaced.
+    #[serde(default)]
+    pub patterns: Vec<String>,
+    /// Option names (`--token`, `-p`) whose following argument is a secret,
+    /// added to the built-in list.
+    #[serde(default)]
+    pub flags: Vec<String>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/vigil")
+}
+fn default_max_ancestors() -> usize {
+    8
+}
+fn default_ring_buffer_bytes() -> u32 {
+    16 << 20
+}
+fn default_fd_table_entries() -> u32 {
+    65536
+}
+fn default_flow_report_interval_secs() -> u64 {
+    30
+}
+fn default_stats_interval_secs() -> u64 {
+    60
+}
+
+impl Default for BpfConfig {
+    fn default() -> Self {
+        Self {
+            ring_buffer_bytes: default_ring_buffer_bytes(),
+            fd_table_entries: default_fd_table_entries(),
+        }
+    }
+}
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            flow_report_interval_secs: default_flow_report_interval_secs(),
+        }
+    }
+}
+impl Default for StatsConfig {
+    fn default() -> Self {
+        Self {
+            interval_secs: default_stats_interval_secs(),
+        }
+    }
+}
+
+/// One problem with a configuration, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("invalid config {path}:\n{}", .problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Config::parse(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Every problem of a parsed config, each with its key path. Pure.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut bad = |key: String, message: String| problems.push(Problem { key, message });
+
+        if let Some(id) = &self.host_id {
+            if id.trim().is_empty() {
+                bad(
+                    "host_id".into(),
+                    "must not be empty (omit it to use /etc/machine-id)".into(),
+                );
+            }
+        }
+        if self.data_dir.as_os_str().is_empty() || !self.data_dir.is_absolute() {
+            bad(
+                "data_dir".into(),
+                format!("must be an absolute path, got {:?}", self.data_dir),
+            );
+        }
+        if self.max_ancestors > 64 {
+            bad(
+                "max_ancestors".into(),
+                format!("at most 64, got {}", self.max_ancestors),
+            );
+        }
+        let ring = self.bpf.ring_buffer_bytes;
+        if ring < 4096 || !ring.is_power_of_two() {
+            bad(
+                "bpf.ring_buffer_bytes".into(),
+                format!("must be a power of two of at least 4096, got {ring}"),
+            );
+        }
+        if self.bpf.fd_table_entries == 0 {
+            bad("bpf.fd_table_entries".into(), "must be at least 1".into());
+        }
+
+        let mut names = std::collections::HashSet::new();
+        for (i, agent) in self.agents.iter().enumerate() {
+            let at = |k: &str| format!("agents[{i}].{k}");
+            if agent.name.trim().is_empty() {
+                bad(at("name"), "must not be empty".into());
+            } else if !names.insert(agent.name.as_str()) {
+                bad(at("name"), format!("duplicate agent name {:?}", agent.name));
+            }
+            if agent.exe.is_none()
+                && agent.comm.is_none()
+                && agent.cmdline.is_none()
+                && agent.cgroup.is_none()
+            {
+                bad(
+                    format!("agents[{i}]"),
+                    "needs at least one matcher: exe, comm, cmdline or cgroup".into(),
+                );
+            }
+            if let Some(g) = &agent.exe {
+                if let Err(e) = globset::Glob::new(g) {
+                    bad(at("exe"), format!("invalid glob {g:?}: {e}"));
+                }
+            }
+            if let Some(g) = &agent.cgroup {
+                if let Err(e) = globset::Glob::new(g) {
+                    bad(at("cgroup"), format!("invalid glob {g:?}: {e}"));
+                }
+            }
+            if let Some(c) = &agent.comm {
+                if c.is_empty() || c.len() > 15 {
+                    bad(
+                        at("comm"),
+                        format!("must be 1 to 15 bytes (the kernel's comm), got {c:?}"),
+                    );
+                }
+            }
+            if let Some(r) = &agent.cmdline {
+                if let Err(e) = regex::Regex::new(r) {
+                    bad(at("cmdline"), format!("invalid regex: {e}"));
+                }
+            }
+        }
+        for (i, p) in self.redaction.patterns.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(p) {
+                bad(
+                    format!("redaction.patterns[{i}]"),
+                    format!("invalid regex: {e}"),
+                );
+            }
+        }
+        for (i, f) in self.redaction.flags.iter().enumerate() {
+            if !f.starts_with('-') || f.contains(char::is_whitespace) {
+                bad(
+                    format!("redaction.flags[{i}]"),
+                    format!("must be an option name such as --token, got {f:?}"),
+                );
+            }
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/vigil"));
+        assert_eq!(c.bpf.ring_buffer_bytes, 16 << 20);
+        assert!(c.validate().is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = Config::parse("data_dir = \"/tmp\"\n[[agents]]\nname = \"a\"\nexee = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exee"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = Config::parse("[bpf]\nring_buffer_bytes = \"big\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ring_buffer_bytes"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let c = Config::parse(
+            r#"
+            data_dir = "relative"
+            [bpf]
+            ring_buffer_bytes = 5000
+            [[agents]]
+            name = "a"
+            cmdline = "("
+            [[agents]]
+            name = "a"
+            [redaction]
+            patterns = ["[z-a]"]
+            flags = ["token"]
+            "#,
+        )
+        .unwrap();
+        let keys: Vec<String> = c.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "data_dir",
+                "bpf.ring_buffer_bytes",
+                "agents[0].cmdline",
+                "agents[1].name",
+                "agents[1]",
+                "redaction.patterns[0]",
+                "redaction.flags[0]"
+            ]
+        );
+    }
+}

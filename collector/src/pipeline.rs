@@ -1,0 +1,249 @@
+//! The collector's main loop: ring buffer → decode → enrich → sink.
+//!
+//! One task owns every stage, so the process table needs no locks. Besides
+//! draining the ring buffer it reports long-lived flows at an interval, emits
+//! the collector's own counters, and forgets processes that vanished without
+//! an exit record.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tracing::{error, warn};
+use vigil_schema::{CollectorStats, Event, EventKind};
+
+use crate::enrich::{procfs, Enricher, CLOSE_EXIT};
+use crate::sink::stdout::StdoutSink;
+use crate::source::bpf::BpfSource;
+use crate::source::records::{self, FdKey, IoClose, Record};
+
+pub struct Intervals {
+    pub flow_report: Option<Duration>,
+    pub stats: Option<Duration>,
+    pub gc: Duration,
+}
+
+#[derive(Default)]
+struct Counters {
+    events: u64,
+    decode_errors: u64,
+}
+
+/// Everything the loop mutates except the ring buffer itself.
+pub struct Pipeline {
+    bpf: BpfSource,
+    enricher: Enricher,
+    sink: StdoutSink,
+    counters: Counters,
+    started: Instant,
+    batch: Vec<Event>,
+}
+
+fn tick(every: Option<Duration>) -> tokio::time::Interval {
+    // A disabled timer still needs a period: one that never comes.
+    let period = every.unwrap_or(Duration::from_secs(365 * 24 * 3600));
+    let mut t = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
+}
+
+impl Pipeline {
+    pub fn new(bpf: BpfSource, enricher: Enricher, sink: StdoutSink) -> Self {
+        Self {
+            bpf,
+            enricher,
+            sink,
+            counters: Counters::default(),
+            started: Instant::now(),
+            batch: Vec::with_capacity(256),
+        }
+    }
+
+    /// Run until `shutdown` resolves, then drain what is left and report counters.
+    pub async fn run(
+        mut self,
+        ring: RingBuf<MapData>,
+        intervals: Intervals,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        // SAFETY: the RingBuf owns its map fd, which stays open and unchanged
+        // until the RingBuf (moved into the AsyncFd) is dropped with it.
+        let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut flows = tick(intervals.flow_report);
+        let mut stats = tick(intervals.stats);
+        let mut gc = tick(Some(intervals.gc));
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard?;
+                    self.drain(guard.get_inner_mut())?;
+                    guard.clear_ready();
+                }
+                _ = flows.tick() => self.report_flows()?,
+                _ = stats.tick() => self.emit_stats()?,
+                _ = gc.tick() => self.collect_garbage(),
+                _ = &mut shutdown => break,
+            }
+        }
+        self.drain(ring.get_mut())?;
+        self.emit_stats()
+    }
+
+    /// Handle every record waiting in the ring buffer, then flush the sink once.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> std::io::Result<()> {
+        while let Some(item) = ring.next() {
+            match records::decode(&item) {
+                Ok(Record::Exit(exit)) => {
+                    // what the process still had open is reported before its exit
+                    self.flush_fds_of(exit.h.tgid, exit.h.ts_ns);
+                    self.enricher.handle(&Record::Exit(exit), &mut self.batch);
+                }
+                Ok(rec) => self.enricher.handle(&rec, &mut self.batch),
+                Err(e) => {
+                    self.counters.decode_errors += 1;
+                    if self.counters.decode_errors.is_power_of_two() {
+                        error!(error = %e, total = self.counters.decode_errors, "undecodable BPF record dropped");
+                    }
+                }
+            }
+            drop(item);
+            self.write_batch()?;
+        }
+        self.sink.flush()
+    }
+
+    fn write_batch(&mut self) -> std::io::Result<()> {
+        for ev in self.batch.drain(..) {
+            self.sink.write(&ev)?;
+            self.counters.events += 1;
+        }
+        Ok(())
+    }
+
+    /// Close records for the fds a process had open when it exited.
+    fn flush_fds_of(&mut self, tgid: u32, ts_ns: u64) {
+        for fd in self.enricher.open_fds_of(tgid) {
+            let key = FdKey { tgid, fd };
+            if let Some(stats) = self.bpf.fd_stats(&key) {
+                self.bpf.forget_fd(&key);
+                let close = synthetic_close(tgid, fd, stats, ts_ns);
+                self.enricher
+                    .handle(&Record::IoClose(close), &mut self.batch);
+            }
+        }
+    }
+
+    /// Traffic of long-lived flows since their last report; close what belongs to dead processes.
+    fn report_flows(&mut self) -> std::io::Result<()> {
+        let now = procfs::boot_now_ns();
+        for (key, stats) in self.bpf.tracked_fds() {
+            if stats.kind == records::FD_SOCKET {
+                if let Some(ev) = self.enricher.flow_traffic(key.tgid, key.fd, &stats, now) {
+                    self.batch.push(ev);
+                }
+            }
+        }
+        self.write_batch()?;
+        self.sink.flush()
+    }
+
+    /// Entries whose process is gone: its exit record was lost or it was never seen.
+    fn collect_garbage(&mut self) {
+        let now = procfs::boot_now_ns();
+        for (key, stats) in self.bpf.tracked_fds() {
+            if !procfs::is_alive(key.tgid) {
+                self.bpf.forget_fd(&key);
+                if self.enricher.is_known(key.tgid) {
+                    let close = synthetic_close(key.tgid, key.fd, stats, now);
+                    self.enricher
+                        .handle(&Record::IoClose(close), &mut self.batch);
+                }
+            }
+        }
+        let forgotten = self.enricher.forget_dead();
+        if forgotten > 0 {
+            warn!(
+                processes = forgotten,
+                "processes vanished without an exit record"
+            );
+        }
+        if let Err(e) = self.write_batch().and_then(|_| self.sink.flush()) {
+            error!(error = %e, "cannot write events");
+        }
+    }
+
+    fn emit_stats(&mut self) -> std::io::Result<()> {
+        let drops: BTreeMap<String, u64> = self
+            .bpf
+            .drops()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let total: u64 = drops.values().sum();
+        if total > 0 {
+            warn!(
+                kernel_drops = total,
+                "the kernel dropped records (ring buffer full)"
+            );
+        }
+        let host = self.enricher.host();
+        let now = procfs::boot_now_ns();
+        let ev = Event {
+            kind: EventKind::Collector,
+            class_uid: 0,
+            activity_id: 0,
+            activity_name: "stats".into(),
+            time: procfs::boot_wall_ms() + (now / 1_000_000) as i64,
+            ts_ns: now,
+            host_id: host.host_id.clone(),
+            hostname: host.hostname.clone(),
+            agent_id: None,
+            agent_session: None,
+            process: None,
+            parent_process: None,
+            ancestors: Vec::new(),
+            child_pid: None,
+            exit: None,
+            file: None,
+            network: None,
+            collector: Some(CollectorStats {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                uptime_secs: self.started.elapsed().as_secs(),
+                events_total: self.counters.events,
+                kernel_drops: drops,
+                kernel_drops_total: total,
+                queue_drops_total: 0,
+                decode_errors_total: self.counters.decode_errors,
+                processes_tracked: self.enricher.processes() as u64,
+            }),
+        };
+        self.sink.write(&ev)?;
+        self.sink.flush()
+    }
+}
+
+fn synthetic_close(tgid: u32, fd: i32, stats: records::FdStats, ts_ns: u64) -> IoClose {
+    let kind = if stats.kind == records::FD_SOCKET {
+        records::kind::NET_CLOSE
+    } else {
+        records::kind::FILE_CLOSE
+    };
+    IoClose {
+        h: records::Header {
+            ts_ns,
+            cgroup_id: 0,
+            kind,
+            tgid,
+            tid: tgid,
+            data_len: 0,
+            comm: [0; 16],
+        },
+        fd,
+        reason: CLOSE_EXIT,
+        stats,
+    }
+}

@@ -1,0 +1,3 @@
+//! Where events go. This version has one sink: JSON lines on stdout.
+
+pub mod stdout;

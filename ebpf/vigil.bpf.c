@@ -1,0 +1,926 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+/*
+ * vigil.bpf.c — Vigil's kernel side: process, file and network telemetry from
+ * tracepoints only (sched:*, syscalls:*), so it runs on kernels without
+ * kprobes, fentry or BPF LSM.
+ *
+ * Flow: every program builds its record (see vigil.h) in a per-CPU scratch
+ * buffer and copies it into the one ring buffer `events` with its real length;
+ * a full ring buffer bumps the per-CPU drop counter of that record kind.
+ * Syscalls whose outcome matters are split: sys_enter_* parks the arguments
+ * per thread in `pending`, sys_exit_* reads them back with the result.
+ * Bytes read and written are summed per (tgid, fd) in `fds` and reported
+ * when the fd is closed; user space flushes the rest when a process exits and
+ * reads long-lived sockets at an interval.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "vigil.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/* Set by the collector at load time: its own tgid, whose activity is not reported. */
+const volatile __u32 self_tgid = 0;
+
+#define AF_INET 2
+#define AF_INET6 10
+#define EINPROGRESS 115
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define CLONE_THREAD 0x00010000
+#define PF_KTHREAD 0x00200000
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20); /* overridden from the config */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VIGIL_KIND_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} drops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536); /* overridden from the config */
+	__type(key, struct vigil_fd_key);
+	__type(value, struct vigil_fd_stats);
+} fds SEC(".maps");
+
+/* What a thread's current syscall needs at its exit. */
+enum pending_op {
+	PEND_OPEN = 1,
+	PEND_UNLINK,
+	PEND_RENAME,
+	PEND_CONNECT,
+	PEND_ACCEPT,
+	PEND_BIND,
+	PEND_LISTEN,
+	PEND_SENDTO,
+	PEND_READ,
+	PEND_WRITE,
+	PEND_CHDIR,
+};
+
+struct pending {
+	__u32 op;
+	__u32 _pad;
+	__u64 args[5];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32); /* tid */
+	__type(value, struct pending);
+} pending SEC(".maps");
+
+/* clone flags of the thread's current clone/clone3, to tell threads from processes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u64);
+} clone_flags SEC(".maps");
+
+/* A power of two above the largest record, so lengths can be bounded by masking. */
+#define SCRATCH_LEN 16384
+_Static_assert(sizeof(struct vigil_exec) + VIGIL_DATA_LEN <= SCRATCH_LEN, "scratch too small");
+struct scratch {
+	__u8 buf[SCRATCH_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch_map SEC(".maps");
+
+static __always_inline void *scratch(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&scratch_map, &zero);
+}
+
+static __always_inline void count_drop(__u32 kind)
+{
+	__u64 *n = bpf_map_lookup_elem(&drops, &kind);
+	if (n)
+		*n += 1; /* per-CPU slot: no other writer */
+}
+
+static __always_inline bool ignored(void)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	return self_tgid != 0 && tgid == self_tgid;
+}
+
+static __always_inline void fill_header(struct vigil_header *h, __u32 kind)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	h->ts_ns = bpf_ktime_get_boot_ns();
+	h->cgroup_id = bpf_get_current_cgroup_id();
+	h->kind = kind;
+	h->tgid = id >> 32;
+	h->tid = (__u32)id;
+	h->data_len = 0;
+	bpf_get_current_comm(&h->comm, sizeof(h->comm));
+}
+
+/* Copy a finished record into the ring buffer, counting a drop when it is full. */
+static __always_inline void submit(void *rec, __u64 len, __u32 kind)
+{
+	len &= (SCRATCH_LEN - 1);
+	if (bpf_ringbuf_output(&events, rec, len, 0) != 0)
+		count_drop(kind);
+}
+
+/*
+ * Path of a (dentry, vfsmount) pair as components, leaf first, each NUL
+ * terminated, crossing mount points up to the root of the mount namespace.
+ * `buf` must have VIGIL_DPATH_LEN + VIGIL_NAME_LEN bytes.
+ */
+static __always_inline __u32 read_dpath(struct dentry *dentry, struct vfsmount *vfsmnt,
+					char *buf, __u32 *flags, __u32 trunc_flag)
+{
+	struct mount *mnt = container_of(vfsmnt, struct mount, mnt);
+	__u32 off = 0;
+
+#pragma unroll
+	for (int i = 0; i < 24; i++) {
+		struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
+		struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
+
+		if (dentry == mnt_root || dentry == parent) {
+			struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
+			if (mnt_parent == mnt || !mnt_parent)
+				return off; /* reached the namespace root */
+			dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+			mnt = mnt_parent;
+			vfsmnt = &mnt->mnt;
+			continue;
+		}
+		if (off >= VIGIL_DPATH_LEN) {
+			*flags |= trunc_flag;
+			return off;
+		}
+		const unsigned char *name = BPF_CORE_READ(dentry, d_name.name);
+		long n = bpf_probe_read_kernel_str(&buf[off & (VIGIL_DPATH_LEN - 1)], VIGIL_NAME_LEN,
+						   name);
+		if (n > 0)
+			off += n;
+		dentry = parent;
+	}
+	*flags |= trunc_flag;
+	return off;
+}
+
+/* ---------------------------------------------------------------- process */
+
+SEC("tracepoint/sched/sched_process_exec")
+int sched_process_exec(void *ctx)
+{
+	if (ignored())
+		return 0;
+	struct vigil_exec *rec = scratch();
+	if (!rec)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	char *data = (char *)(rec + 1);
+	__u64 ugid = bpf_get_current_uid_gid();
+
+	fill_header(&rec->h, VIGIL_EXEC);
+	rec->start_boottime_ns = BPF_CORE_READ(task, start_boottime);
+	rec->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	rec->uid = (__u32)ugid;
+	rec->gid = ugid >> 32;
+	rec->flags = 0;
+	rec->exe_len = 0;
+	rec->cwd_len = 0;
+	rec->args_len = 0;
+	rec->_pad = 0;
+
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	__u32 off = 0;
+	if (mm) {
+		struct file *exe = BPF_CORE_READ(mm, exe_file);
+		if (exe) {
+			off = read_dpath(BPF_CORE_READ(exe, f_path.dentry), BPF_CORE_READ(exe, f_path.mnt),
+					 data, &rec->flags, VIGIL_F_EXE_TRUNCATED);
+		}
+	} else {
+		rec->flags |= VIGIL_F_NO_MM;
+	}
+	off &= 2047;
+	rec->exe_len = off;
+
+	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	__u32 cwd_len = read_dpath(BPF_CORE_READ(fs, pwd.dentry), BPF_CORE_READ(fs, pwd.mnt),
+				   &data[off], &rec->flags, VIGIL_F_CWD_TRUNCATED);
+	cwd_len &= 2047;
+	rec->cwd_len = cwd_len;
+	off = (off + cwd_len) & 4095;
+
+	if (mm) {
+		unsigned long start = BPF_CORE_READ(mm, arg_start);
+		unsigned long end = BPF_CORE_READ(mm, arg_end);
+		__u64 len = end > start ? end - start : 0;
+		if (len > VIGIL_ARGS_LEN - 1) {
+			len = VIGIL_ARGS_LEN - 1;
+			rec->flags |= VIGIL_F_ARGS_TRUNCATED;
+		}
+		len &= (VIGIL_ARGS_LEN - 1);
+		if (len > 0 && bpf_probe_read_user(&data[off], len, (void *)start) == 0)
+			rec->args_len = len;
+	}
+	rec->h.data_len = (off + rec->args_len) & (VIGIL_DATA_LEN - 1);
+	submit(rec, sizeof(*rec) + rec->h.data_len, VIGIL_EXEC);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_clone")
+int sys_enter_clone(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 flags = ctx->args[0];
+	bpf_map_update_elem(&clone_flags, &tid, &flags, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_clone3")
+int sys_enter_clone3(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 flags = 0;
+	/* struct clone_args starts with its u64 flags */
+	bpf_probe_read_user(&flags, sizeof(flags), (void *)ctx->args[0]);
+	bpf_map_update_elem(&clone_flags, &tid, &flags, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_fork")
+int sched_process_fork(struct trace_event_raw_sched_process_fork *ctx)
+{
+	if (ignored())
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	if (BPF_CORE_READ(task, flags) & PF_KTHREAD)
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 *cf = bpf_map_lookup_elem(&clone_flags, &tid);
+	if (cf) {
+		__u64 f = *cf;
+		bpf_map_delete_elem(&clone_flags, &tid);
+		if (f & CLONE_THREAD)
+			return 0;
+	}
+	struct vigil_fork rec = {};
+	fill_header(&rec.h, VIGIL_FORK);
+	rec.child_pid = BPF_CORE_READ(ctx, child_pid);
+	submit(&rec, sizeof(rec), VIGIL_FORK);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int sched_process_exit(void *ctx)
+{
+	if (ignored())
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	if (BPF_CORE_READ(task, flags) & PF_KTHREAD)
+		return 0;
+	/* signal->live is decremented before this tracepoint: 0 means the whole process is gone */
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+	struct vigil_exit rec = {};
+	fill_header(&rec.h, VIGIL_EXIT);
+	rec.exit_code = BPF_CORE_READ(task, exit_code);
+	submit(&rec, sizeof(rec), VIGIL_EXIT);
+	return 0;
+}
+
+/* ------------------------------------------------------- pending syscalls */
+
+static __always_inline void park(__u32 op, __u64 a0, __u64 a1, __u64 a2, __u64 a3, __u64 a4)
+{
+	if (ignored())
+		return;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct pending p = {.op = op, .args = {a0, a1, a2, a3, a4}};
+	bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
+}
+
+/* Take the thread's parked syscall if it is `op`. */
+static __always_inline bool unpark(__u32 op, struct pending *out)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct pending *p = bpf_map_lookup_elem(&pending, &tid);
+	if (!p)
+		return false;
+	bool match = p->op == op;
+	if (match)
+		__builtin_memcpy(out, p, sizeof(*out));
+	bpf_map_delete_elem(&pending, &tid);
+	return match;
+}
+
+/* Read a sys_exit result once: keeps clang from re-deriving ctx pointers the verifier rejects. */
+static __always_inline long sys_ret(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+	asm volatile("" : "+r"(ret));
+	return ret;
+}
+
+static __always_inline __u32 current_tgid(void)
+{
+	return bpf_get_current_pid_tgid() >> 32;
+}
+
+/* -------------------------------------------------------------------- cwd */
+
+static __always_inline void emit_chdir(void)
+{
+	struct vigil_chdir *rec = scratch();
+	if (!rec)
+		return;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	char *data = (char *)(rec + 1);
+	fill_header(&rec->h, VIGIL_CHDIR);
+	rec->flags = 0;
+	rec->_pad = 0;
+	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	__u32 len = read_dpath(BPF_CORE_READ(fs, pwd.dentry), BPF_CORE_READ(fs, pwd.mnt), data,
+			       &rec->flags, VIGIL_F_CWD_TRUNCATED);
+	len &= 2047;
+	rec->cwd_len = len;
+	rec->h.data_len = len;
+	submit(rec, sizeof(*rec) + len, VIGIL_CHDIR);
+}
+
+SEC("tracepoint/syscalls/sys_enter_chdir")
+int sys_enter_chdir(struct trace_event_raw_sys_enter *ctx)
+{
+	park(PEND_CHDIR, 0, 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_fchdir")
+int sys_enter_fchdir(struct trace_event_raw_sys_enter *ctx)
+{
+	park(PEND_CHDIR, 0, 0, 0, 0, 0);
+	return 0;
+}
+
+static __always_inline int exit_chdir(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = sys_ret(ctx);
+	struct pending p;
+	if (unpark(PEND_CHDIR, &p) && ret == 0)
+		emit_chdir();
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_chdir")
+int sys_exit_chdir(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_chdir(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_fchdir")
+int sys_exit_fchdir(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_chdir(ctx);
+}
+
+/* ------------------------------------------------------------------ files */
+
+/* A new fd of this process: report whatever the slot held before (missed close), then track it. */
+static __always_inline void track_fd(__s32 fd, struct vigil_fd_stats *stats)
+{
+	struct vigil_fd_key key = {.tgid = current_tgid(), .fd = fd};
+	struct vigil_fd_stats *old = bpf_map_lookup_elem(&fds, &key);
+	if (old) {
+		struct vigil_io_close *rec = scratch();
+		if (rec) {
+			fill_header(&rec->h, old->type == VIGIL_FD_SOCKET ? VIGIL_NET_CLOSE
+									    : VIGIL_FILE_CLOSE);
+			rec->fd = fd;
+			rec->reason = VIGIL_CLOSE_REPLACED;
+			__builtin_memcpy(&rec->stats, old, sizeof(rec->stats));
+			submit(rec, sizeof(*rec), rec->h.kind);
+		}
+	}
+	if (bpf_map_update_elem(&fds, &key, stats, BPF_ANY) != 0)
+		count_drop(VIGIL_DROP_FD_TABLE_FULL);
+}
+
+static __always_inline void enter_open(__s32 dfd, __u64 path, __u64 flags, __u64 mode)
+{
+	park(PEND_OPEN, dfd, path, flags, mode, 0);
+}
+
+static __always_inline int exit_open(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = sys_ret(ctx);
+	struct pending p;
+	if (!unpark(PEND_OPEN, &p))
+		return 0;
+	__u64 open_id = bpf_ktime_get_boot_ns();
+	if (ret >= 0) {
+		/* before the record is built: track_fd may use the scratch buffer itself */
+		struct vigil_fd_stats stats = {.open_id = open_id, .type = VIGIL_FD_FILE};
+		track_fd((__s32)ret, &stats);
+	}
+	struct vigil_file_open *rec = scratch();
+	if (!rec)
+		return 0;
+	char *data = (char *)(rec + 1);
+	fill_header(&rec->h, VIGIL_FILE_OPEN);
+	rec->ret = ret;
+	rec->open_id = open_id;
+	rec->dfd = (__s32)p.args[0];
+	rec->flags = (__u32)p.args[2];
+	rec->mode = (__u32)p.args[3];
+	rec->_pad = 0;
+	long n = bpf_probe_read_user_str(data, VIGIL_UPATH_LEN, (void *)p.args[1]);
+	__u32 len = n > 0 ? (__u32)(n - 1) : 0;
+	len &= (VIGIL_UPATH_LEN - 1);
+	rec->path_len = len;
+	rec->h.data_len = len;
+	submit(rec, sizeof(*rec) + len, VIGIL_FILE_OPEN);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_open")
+int sys_enter_open(struct trace_event_raw_sys_enter *ctx)
+{
+	enter_open(-100, ctx->args[0], ctx->args[1], ctx->args[2]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_openat")
+int sys_enter_openat(struct trace_event_raw_sys_enter *ctx)
+{
+	enter_open((__s32)ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_openat2")
+int sys_enter_openat2(struct trace_event_raw_sys_enter *ctx)
+{
+	/* struct open_how { u64 flags; u64 mode; u64 resolve; } */
+	__u64 how[2] = {};
+	bpf_probe_read_user(how, sizeof(how), (void *)ctx->args[2]);
+	enter_open((__s32)ctx->args[0], ctx->args[1], how[0], how[1]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_open")
+int sys_exit_open(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_open(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat")
+int sys_exit_openat(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_open(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat2")
+int sys_exit_openat2(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_open(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_enter_close")
+int sys_enter_close(struct trace_event_raw_sys_enter *ctx)
+{
+	if (ignored())
+		return 0;
+	struct vigil_fd_key key = {.tgid = current_tgid(), .fd = (__s32)ctx->args[0]};
+	struct vigil_fd_stats *stats = bpf_map_lookup_elem(&fds, &key);
+	if (!stats)
+		return 0;
+	struct vigil_io_close *rec = scratch();
+	if (rec) {
+		__u32 kind = stats->type == VIGIL_FD_SOCKET ? VIGIL_NET_CLOSE : VIGIL_FILE_CLOSE;
+		fill_header(&rec->h, kind);
+		rec->fd = key.fd;
+		rec->reason = VIGIL_CLOSE_SYSCALL;
+		__builtin_memcpy(&rec->stats, stats, sizeof(rec->stats));
+		submit(rec, sizeof(*rec), kind);
+	}
+	bpf_map_delete_elem(&fds, &key);
+	return 0;
+}
+
+static __always_inline int exit_unlink(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = sys_ret(ctx);
+	struct pending p;
+	if (!unpark(PEND_UNLINK, &p))
+		return 0;
+	struct vigil_file_unlink *rec = scratch();
+	if (!rec)
+		return 0;
+	char *data = (char *)(rec + 1);
+	fill_header(&rec->h, VIGIL_FILE_UNLINK);
+	rec->ret = ret;
+	rec->dfd = (__s32)p.args[0];
+	rec->flags = (__u32)p.args[2];
+	__builtin_memset(rec->_pad, 0, sizeof(rec->_pad));
+	long n = bpf_probe_read_user_str(data, VIGIL_UPATH_LEN, (void *)p.args[1]);
+	__u32 len = n > 0 ? (__u32)(n - 1) : 0;
+	len &= (VIGIL_UPATH_LEN - 1);
+	rec->path_len = len;
+	rec->h.data_len = len;
+	submit(rec, sizeof(*rec) + len, VIGIL_FILE_UNLINK);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_unlink")
+int sys_enter_unlink(struct trace_event_raw_sys_enter *ctx)
+{
+	park(PEND_UNLINK, (__u64)-100, ctx->args[0], 0, 0, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_unlinkat")
+int sys_enter_unlinkat(struct trace_event_raw_sys_enter *ctx)
+{
+	park(PEND_UNLINK, ctx->args[0], ctx->args[1], ctx->args[2], 0, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_unlink")
+int sys_exit_unlink(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_unlink(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_unlinkat")
+int sys_exit_unlinkat(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_unlink(ctx);
+}
+
+static __always_inline int exit_rename(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = sys_ret(ctx);
+	struct pending p;
+	if (!unpark(PEND_RENAME, &p))
+		return 0;
+	struct vigil_file_rename *rec = scratch();
+	if (!rec)
+		return 0;
+	char *data = (char *)(rec + 1);
+	fill_header(&rec->h, VIGIL_FILE_RENAME);
+	rec->ret = ret;
+	rec->old_dfd = (__s32)p.args[0];
+	rec->new_dfd = (__s32)p.args[2];
+	rec->flags = (__u32)p.args[4];
+	long n = bpf_probe_read_user_str(data, VIGIL_UPATH_LEN, (void *)p.args[1]);
+	__u32 old_len = n > 0 ? (__u32)(n - 1) : 0;
+	old_len &= (VIGIL_UPATH_LEN - 1);
+	n = bpf_probe_read_user_str(&data[old_len], VIGIL_UPATH_LEN, (void *)p.args[3]);
+	__u32 new_len = n > 0 ? (__u32)(n - 1) : 0;
+	new_len &= (VIGIL_UPATH_LEN - 1);
+	rec->old_len = old_len;
+	rec->new_len = new_len;
+	rec->h.data_len = old_len + new_len;
+	submit(rec, sizeof(*rec) + old_len + new_len, VIGIL_FILE_RENAME);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_rename")
+int sys_enter_rename(struct trace_event_raw_sys_enter *ctx)
+{
+	park(PEND_RENAME, (__u64)-100, ctx->args[0], (__u64)-100, ctx->args[1], 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_renameat")
+int sys_enter_renameat(struct trace_event_raw_sys_enter *ctx)
+{
+	park(PEND_RENAME, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3], 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_renameat2")
+int sys_enter_renameat2(struct trace_event_raw_sys_enter *ctx)
+{
+	park(PEND_RENAME, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3], ctx->args[4]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_rename")
+int sys_exit_rename(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_rename(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_renameat")
+int sys_exit_renameat(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_rename(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_renameat2")
+int sys_exit_renameat2(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_rename(ctx);
+}
+
+/* ---------------------------------------------------------------- network */
+
+/* The struct sock behind fd of the current process, or NULL if fd is no socket. */
+static __always_inline struct sock *sock_of_fd(__s32 fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	struct file **slots = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &slots[fd]);
+	if (!f)
+		return NULL;
+	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return NULL;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	return BPF_CORE_READ(sock, sk);
+}
+
+/* Read a socket's endpoints; false for families other than IPv4/IPv6. */
+static __always_inline bool read_sock(struct sock *sk, struct vigil_sockaddr *a)
+{
+	if (!sk)
+		return false;
+	__builtin_memset(a, 0, sizeof(*a));
+	a->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	a->protocol = BPF_CORE_READ(sk, sk_protocol);
+	a->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	a->dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (a->family == AF_INET) {
+		__u32 s = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__u32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__builtin_memcpy(a->saddr, &s, 4);
+		__builtin_memcpy(a->daddr, &d, 4);
+		return true;
+	}
+	if (a->family == AF_INET6) {
+		BPF_CORE_READ_INTO(&a->saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&a->daddr, sk, __sk_common.skc_v6_daddr);
+		return true;
+	}
+	return false;
+}
+
+/* Overwrite the remote endpoint with a user sockaddr (connect, sendto). */
+static __always_inline bool read_user_remote(__u64 uaddr, struct vigil_sockaddr *a)
+{
+	__u16 family = 0;
+	if (!uaddr || bpf_probe_read_user(&family, sizeof(family), (void *)uaddr) != 0)
+		return false;
+	if (family == AF_INET) {
+		struct sockaddr_in sin = {};
+		bpf_probe_read_user(&sin, sizeof(sin), (void *)uaddr);
+		__builtin_memset(a->daddr, 0, sizeof(a->daddr));
+		__builtin_memcpy(a->daddr, &sin.sin_addr.s_addr, 4);
+		a->dport = __builtin_bswap16(sin.sin_port);
+		a->family = AF_INET;
+		return true;
+	}
+	if (family == AF_INET6) {
+		struct sockaddr_in6 sin6 = {};
+		bpf_probe_read_user(&sin6, sizeof(sin6), (void *)uaddr);
+		__builtin_memcpy(a->daddr, &sin6.sin6_addr, 16);
+		a->dport = __builtin_bswap16(sin6.sin6_port);
+		a->family = AF_INET6;
+		return true;
+	}
+	return false;
+}
+
+static __always_inline void emit_net(__u32 kind, __s64 ret, __s32 fd, __u64 open_id,
+				     struct vigil_sockaddr *a)
+{
+	struct vigil_net rec = {};
+	fill_header(&rec.h, kind);
+	rec.ret = ret;
+	rec.fd = fd;
+	rec.open_id = open_id;
+	__builtin_memcpy(&rec.addr, a, sizeof(rec.addr));
+	submit(&rec, sizeof(rec), kind);
+}
+
+static __always_inline void track_socket(__s32 fd, __u64 open_id, struct vigil_sockaddr *a)
+{
+	struct vigil_fd_stats stats = {.open_id = open_id, .type = VIGIL_FD_SOCKET};
+	__builtin_memcpy(&stats.addr, a, sizeof(stats.addr));
+	track_fd(fd, &stats);
+}
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int sys_enter_connect(struct trace_event_raw_sys_enter *ctx)
+{
+	park(PEND_CONNECT, ctx->args[0], ctx->args[1], 0, 0, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int sys_exit_connect(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = sys_ret(ctx);
+	struct pending p;
+	if (!unpark(PEND_CONNECT, &p))
+		return 0;
+	__s32 fd = (__s32)p.args[0];
+	struct vigil_sockaddr a = {};
+	if (!read_sock(sock_of_fd(fd), &a))
+		return 0;
+	if (!read_user_remote(p.args[1], &a))
+		return 0;
+	__u64 open_id = bpf_ktime_get_boot_ns();
+	if (ret == 0 || ret == -EINPROGRESS)
+		track_socket(fd, open_id, &a);
+	emit_net(VIGIL_NET_CONNECT, ret, fd, open_id, &a);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_accept")
+int sys_enter_accept(struct trace_event_raw_sys_enter *ctx)
+{
+	park(PEND_ACCEPT, ctx->args[0], 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_accept4")
+int sys_enter_accept4(struct trace_event_raw_sys_enter *ctx)
+{
+	park(PEND_ACCEPT, ctx->args[0], 0, 0, 0, 0);
+	return 0;
+}
+
+static __always_inline int exit_accept(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = sys_ret(ctx);
+	struct pending p;
+	if (!unpark(PEND_ACCEPT, &p) || ret < 0)
+		return 0;
+	__s32 fd = (__s32)ret;
+	struct vigil_sockaddr a = {};
+	if (!read_sock(sock_of_fd(fd), &a))
+		return 0;
+	__u64 open_id = bpf_ktime_get_boot_ns();
+	track_socket(fd, open_id, &a);
+	emit_net(VIGIL_NET_ACCEPT, ret, fd, open_id, &a);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int sys_exit_accept(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_accept(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int sys_exit_accept4(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_accept(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_enter_bind")
+int sys_enter_bind(struct trace_event_raw_sys_enter *ctx)
+{
+	park(PEND_BIND, ctx->args[0], 0, 0, 0, 0);
+	return 0;
+}
+
+/* A bound socket (a UDP server, or a TCP listener) is tracked so its traffic is counted. */
+SEC("tracepoint/syscalls/sys_exit_bind")
+int sys_exit_bind(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = sys_ret(ctx);
+	struct pending p;
+	if (!unpark(PEND_BIND, &p) || ret != 0)
+		return 0;
+	__s32 fd = (__s32)p.args[0];
+	struct vigil_sockaddr a = {};
+	if (!read_sock(sock_of_fd(fd), &a))
+		return 0;
+	track_socket(fd, bpf_ktime_get_boot_ns(), &a);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_listen")
+int sys_enter_listen(struct trace_event_raw_sys_enter *ctx)
+{
+	park(PEND_LISTEN, ctx->args[0], 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_listen")
+int sys_exit_listen(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = sys_ret(ctx);
+	struct pending p;
+	if (!unpark(PEND_LISTEN, &p))
+		return 0;
+	__s32 fd = (__s32)p.args[0];
+	struct vigil_sockaddr a = {};
+	if (!read_sock(sock_of_fd(fd), &a))
+		return 0;
+	struct vigil_fd_key key = {.tgid = current_tgid(), .fd = fd};
+	struct vigil_fd_stats *st = bpf_map_lookup_elem(&fds, &key);
+	emit_net(VIGIL_NET_LISTEN, ret, fd, st ? st->open_id : 0, &a);
+	return 0;
+}
+
+/* ----------------------------------------------------------- byte counts */
+
+/* Park a read/write only when its fd is tracked: most I/O costs one lookup. */
+static __always_inline void enter_io(__u32 op, __u64 fd, __u64 uaddr)
+{
+	if (ignored())
+		return;
+	struct vigil_fd_key key = {.tgid = current_tgid(), .fd = (__s32)fd};
+	if (bpf_map_lookup_elem(&fds, &key) || (op == PEND_SENDTO && uaddr))
+		park(op, fd, uaddr, 0, 0, 0);
+}
+
+static __always_inline void exit_io(struct trace_event_raw_sys_exit *ctx, __u32 op)
+{
+	long ret = sys_ret(ctx);
+	struct pending p;
+	if (!unpark(op, &p) || ret <= 0)
+		return;
+	struct vigil_fd_key key = {.tgid = current_tgid(), .fd = (__s32)p.args[0]};
+	struct vigil_fd_stats *st = bpf_map_lookup_elem(&fds, &key);
+	if (!st && op == PEND_SENDTO) {
+		/* first datagram to an address on an unconnected socket: a new flow */
+		struct vigil_sockaddr a = {};
+		if (!read_sock(sock_of_fd(key.fd), &a) || !read_user_remote(p.args[1], &a))
+			return;
+		__u64 open_id = bpf_ktime_get_boot_ns();
+		track_socket(key.fd, open_id, &a);
+		emit_net(VIGIL_NET_SEND, ret, key.fd, open_id, &a);
+		st = bpf_map_lookup_elem(&fds, &key);
+	}
+	if (!st)
+		return;
+	if (op == PEND_READ) {
+		__sync_fetch_and_add(&st->bytes_read, ret);
+		__sync_fetch_and_add(&st->reads, 1);
+	} else {
+		__sync_fetch_and_add(&st->bytes_written, ret);
+		__sync_fetch_and_add(&st->writes, 1);
+	}
+}
+
+#define IO_PROBES(name, op)                                                \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                        \
+	int sys_enter_##name(struct trace_event_raw_sys_enter *ctx)        \
+	{                                                                  \
+		enter_io(op, ctx->args[0], 0);                             \
+		return 0;                                                  \
+	}                                                                  \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                         \
+	int sys_exit_##name(struct trace_event_raw_sys_exit *ctx)          \
+	{                                                                  \
+		exit_io(ctx, op);                                          \
+		return 0;                                                  \
+	}
+
+IO_PROBES(read, PEND_READ)
+IO_PROBES(write, PEND_WRITE)
+IO_PROBES(pread64, PEND_READ)
+IO_PROBES(pwrite64, PEND_WRITE)
+IO_PROBES(readv, PEND_READ)
+IO_PROBES(writev, PEND_WRITE)
+IO_PROBES(recvfrom, PEND_READ)
+IO_PROBES(recvmsg, PEND_READ)
+IO_PROBES(sendmsg, PEND_WRITE)
+
+/* sendto(fd, buf, len, flags, dest_addr, addrlen): dest_addr may open a UDP flow */
+SEC("tracepoint/syscalls/sys_enter_sendto")
+int sys_enter_sendto(struct trace_event_raw_sys_enter *ctx)
+{
+	enter_io(PEND_SENDTO, ctx->args[0], ctx->args[4]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int sys_exit_sendto(struct trace_event_raw_sys_exit *ctx)
+{
+	exit_io(ctx, PEND_SENDTO);
+	return 0;
+}

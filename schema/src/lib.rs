@@ -1,0 +1,226 @@
+//! Vigil's shared event model.
+//!
+//! Every event the collector emits is an [`Event`]: an envelope (kind, OCSF
+//! class and activity, times, host and agent identity), the acting
+//! [`Process`] with its parent and a bounded ancestor chain (as Tetragon does),
+//! and one payload section for its kind ([`FileActivity`], [`NetworkActivity`],
+//! exit status). The JSON form of these types is the collector's stdout
+//! output and is documented in `schema/README.md`; [`arrow`] gives the Arrow
+//! schema of each kind for the batch transport.
+//!
+//! Field names follow OCSF where OCSF has one: Process Activity (1007), File
+//! System Activity (1001), Network Activity (4001).
+
+pub mod arrow;
+pub mod ocsf;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of this model; bumped when a field changes meaning or is removed.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What an event is about. Each kind has its own Arrow schema and, later, topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Process,
+    File,
+    Network,
+    /// The collector's own health: drops and counters, emitted periodically.
+    Collector,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 4] = [
+        EventKind::Process,
+        EventKind::File,
+        EventKind::Network,
+        EventKind::Collector,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Process => "process",
+            EventKind::File => "file",
+            EventKind::Network => "network",
+            EventKind::Collector => "collector",
+        }
+    }
+}
+
+/// One observation, tagged with the host and (when in an agent tree) the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: EventKind,
+    /// OCSF class: 1007 process, 1001 file system, 4001 network, 0 collector.
+    pub class_uid: u32,
+    /// OCSF activity id within the class (see [`ocsf`]).
+    pub activity_id: u32,
+    /// Human name of the activity, e.g. `launch`, `open`, `close`.
+    pub activity_name: String,
+    /// Wall-clock time of the event, milliseconds since the Unix epoch.
+    pub time: i64,
+    /// Kernel boot-time clock of the event in nanoseconds (monotonic; orders events).
+    pub ts_ns: u64,
+    pub host_id: String,
+    pub hostname: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_session: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<Process>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_process: Option<ProcessRef>,
+    /// Ancestors above the parent, nearest first, bounded by the collector's config.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<ProcessRef>,
+    /// Process events: the new child's pid (fork) or the exit status (terminate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileActivity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkActivity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector: Option<CollectorStats>,
+}
+
+/// The acting process, as complete as the collector knows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Process {
+    pub pid: u32,
+    pub tid: u32,
+    /// Stable across pid reuse: derived from host, pid and start time.
+    pub uid_exec: String,
+    pub comm: String,
+    pub exe: String,
+    pub args: Vec<String>,
+    /// `args` joined by spaces, after redaction.
+    pub cmd_line: String,
+    pub cwd: String,
+    pub user_id: u32,
+    pub group_id: u32,
+    pub user: String,
+    /// Process start, milliseconds since the Unix epoch.
+    pub start_time: i64,
+    pub cgroup_id: u64,
+    /// cgroup v2 path, e.g. `/user.slice/user-1000.slice/session-2.scope`.
+    pub cgroup: String,
+    /// Where the record came from: `exec` (seen by BPF), `fork` (inherited from
+    /// the parent, not yet exec'd), `procfs` (seeded from /proc at start-up).
+    pub source: String,
+    /// True when argv or a path was cut to the collector's limits.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// A short reference to a related process (parent or ancestor).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessRef {
+    pub pid: u32,
+    pub exe: String,
+    pub uid_exec: String,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// The exit code passed to exit(2), when the process exited normally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    /// The signal that ended the process, when it was killed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// Raw wait(2) status.
+    pub status: u32,
+}
+
+/// File system activity: open, close (with byte counts), delete, rename.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FileActivity {
+    /// Absolute path when the collector could resolve it, else as passed.
+    pub path: String,
+    /// Rename target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i32>,
+    /// open(2) flags, numeric and as names (`O_WRONLY|O_CREAT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags_names: Option<String>,
+    /// Syscall result: 0 or an fd on success, else the negated errno.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<i64>,
+    /// Error name (`ENOENT`) when the call failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_read: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_written: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_calls: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_calls: Option<u64>,
+    /// Why a close record was written: `close`, `exit`, `replaced`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_reason: Option<String>,
+}
+
+/// An address and port, OCSF `network_endpoint`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub ip: String,
+    pub port: u16,
+}
+
+/// Network activity: connect/accept/listen/first send, interval traffic, close.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetworkActivity {
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// `ipv4` or `ipv6`.
+    pub ip_version: String,
+    /// `outbound` (connect, send) or `inbound` (accept, listen).
+    pub direction: String,
+    pub src_endpoint: Endpoint,
+    pub dst_endpoint: Endpoint,
+    pub fd: i32,
+    /// Identifies the flow across its open, traffic and close events.
+    pub flow_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Traffic: totals since the flow opened (close) or deltas (traffic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_in: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_out: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packets_in: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packets_out: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_reason: Option<String>,
+}
+
+/// The collector's own counters, emitted periodically and at shutdown.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CollectorStats {
+    pub version: String,
+    pub uptime_secs: u64,
+    pub events_total: u64,
+    /// Records the kernel could not put in the ring buffer, by record kind.
+    pub kernel_drops: std::collections::BTreeMap<String, u64>,
+    pub kernel_drops_total: u64,
+    /// Events dropped in user space (output queue full), total.
+    pub queue_drops_total: u64,
+    pub decode_errors_total: u64,
+    pub processes_tracked: u64,
+}
