@@ -101,6 +101,7 @@ fn layout_probe(clang: &str, ebpf_dir: &Path, out: &Path) {
             &["ret", "open_id", "flags", "mode", "dfd", "path_len"],
         ),
         ("vigil_file_unlink", &["ret", "dfd", "flags", "path_len"]),
+        ("vigil_fd_dup", &["oldfd", "newfd", "open_id"]),
         (
             "vigil_file_rename",
             &["ret", "old_dfd", "new_dfd", "flags", "old_len", "new_len"],

@@ -64,6 +64,7 @@ enum pending_op {
 	PEND_READ,
 	PEND_WRITE,
 	PEND_CHDIR,
+	PEND_DUP,
 };
 
 struct pending {
@@ -282,6 +283,18 @@ int sched_process_fork(struct trace_event_raw_sched_process_fork *ctx)
 	struct vigil_fork rec = {};
 	fill_header(&rec.h, VIGIL_FORK);
 	rec.child_pid = BPF_CORE_READ(ctx, child_pid);
+
+	for (int fd = 0; fd < VIGIL_INHERIT_FDS; fd++) {
+		struct vigil_fd_key key = {.tgid = rec.h.tgid, .fd = fd};
+		struct vigil_fd_stats *st = bpf_map_lookup_elem(&fds, &key);
+		if (!st)
+			continue;
+		struct vigil_fd_stats copy = {.open_id = st->open_id, .type = st->type};
+		__builtin_memcpy(&copy.addr, &st->addr, sizeof(copy.addr));
+		key.tgid = rec.child_pid;
+		if (bpf_map_update_elem(&fds, &key, &copy, BPF_ANY) != 0)
+			count_drop(VIGIL_DROP_FD_TABLE_FULL);
+	}
 	submit(&rec, sizeof(rec), VIGIL_FORK);
 	return 0;
 }
@@ -400,22 +413,38 @@ int sys_exit_fchdir(struct trace_event_raw_sys_exit *ctx)
 
 /* ------------------------------------------------------------------ files */
 
+/* Report a tracked fd's totals: FILE_CLOSE or NET_CLOSE. Uses the scratch buffer. */
+static __always_inline void emit_close(__s32 fd, struct vigil_fd_stats *stats, __u32 reason)
+{
+	struct vigil_io_close *rec = scratch();
+	if (!rec)
+		return;
+	__u32 kind = stats->type == VIGIL_FD_SOCKET ? VIGIL_NET_CLOSE : VIGIL_FILE_CLOSE;
+	fill_header(&rec->h, kind);
+	rec->fd = fd;
+	rec->reason = reason;
+	__builtin_memcpy(&rec->stats, stats, sizeof(rec->stats));
+	submit(rec, sizeof(*rec), kind);
+}
+
+/* The fd number now names another file: report and forget what it held. */
+static __always_inline void forget_fd(__s32 fd)
+{
+	struct vigil_fd_key key = {.tgid = current_tgid(), .fd = fd};
+	struct vigil_fd_stats *old = bpf_map_lookup_elem(&fds, &key);
+	if (old) {
+		emit_close(fd, old, VIGIL_CLOSE_REPLACED);
+		bpf_map_delete_elem(&fds, &key);
+	}
+}
+
 /* A new fd of this process: report whatever the slot held before (missed close), then track it. */
 static __always_inline void track_fd(__s32 fd, struct vigil_fd_stats *stats)
 {
 	struct vigil_fd_key key = {.tgid = current_tgid(), .fd = fd};
 	struct vigil_fd_stats *old = bpf_map_lookup_elem(&fds, &key);
-	if (old) {
-		struct vigil_io_close *rec = scratch();
-		if (rec) {
-			fill_header(&rec->h, old->type == VIGIL_FD_SOCKET ? VIGIL_NET_CLOSE
-									    : VIGIL_FILE_CLOSE);
-			rec->fd = fd;
-			rec->reason = VIGIL_CLOSE_REPLACED;
-			__builtin_memcpy(&rec->stats, old, sizeof(rec->stats));
-			submit(rec, sizeof(*rec), rec->h.kind);
-		}
-	}
+	if (old)
+		emit_close(fd, old, VIGIL_CLOSE_REPLACED);
 	if (bpf_map_update_elem(&fds, &key, stats, BPF_ANY) != 0)
 		count_drop(VIGIL_DROP_FD_TABLE_FULL);
 }
@@ -508,15 +537,7 @@ int sys_enter_close(struct trace_event_raw_sys_enter *ctx)
 	struct vigil_fd_stats *stats = bpf_map_lookup_elem(&fds, &key);
 	if (!stats)
 		return 0;
-	struct vigil_io_close *rec = scratch();
-	if (rec) {
-		__u32 kind = stats->type == VIGIL_FD_SOCKET ? VIGIL_NET_CLOSE : VIGIL_FILE_CLOSE;
-		fill_header(&rec->h, kind);
-		rec->fd = key.fd;
-		rec->reason = VIGIL_CLOSE_SYSCALL;
-		__builtin_memcpy(&rec->stats, stats, sizeof(rec->stats));
-		submit(rec, sizeof(*rec), kind);
-	}
+	emit_close(key.fd, stats, VIGIL_CLOSE_SYSCALL);
 	bpf_map_delete_elem(&fds, &key);
 	return 0;
 }
@@ -636,6 +657,103 @@ SEC("tracepoint/syscalls/sys_exit_renameat2")
 int sys_exit_renameat2(struct trace_event_raw_sys_exit *ctx)
 {
 	return exit_rename(ctx);
+}
+
+/* ------------------------------------------------------------------- dup */
+
+/* newfd: the target of dup2/dup3 (whose old file is implicitly closed), or -1. */
+static __always_inline void enter_dup(__u64 oldfd, __s64 newfd)
+{
+	if (ignored())
+		return;
+	struct vigil_fd_key key = {.tgid = current_tgid(), .fd = (__s32)oldfd};
+	bool tracked = bpf_map_lookup_elem(&fds, &key) != NULL;
+	if (!tracked && newfd >= 0) {
+		key.fd = (__s32)newfd;
+		tracked = bpf_map_lookup_elem(&fds, &key) != NULL;
+	}
+	if (tracked)
+		park(PEND_DUP, oldfd, 0, 0, 0, 0);
+}
+
+static __always_inline int exit_dup(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = sys_ret(ctx);
+	struct pending p;
+	if (!unpark(PEND_DUP, &p) || ret < 0)
+		return 0;
+	struct vigil_fd_key old = {.tgid = current_tgid(), .fd = (__s32)p.args[0]};
+	if ((__s32)ret == old.fd)
+		return 0;
+	struct vigil_fd_stats *st = bpf_map_lookup_elem(&fds, &old);
+	if (!st) {
+		forget_fd((__s32)ret);
+		return 0;
+	}
+	struct vigil_fd_stats copy = {.open_id = st->open_id, .type = st->type};
+	__builtin_memcpy(&copy.addr, &st->addr, sizeof(copy.addr));
+	track_fd((__s32)ret, &copy);
+	struct vigil_fd_dup rec = {};
+	fill_header(&rec.h, VIGIL_FD_DUP);
+	rec.oldfd = old.fd;
+	rec.newfd = (__s32)ret;
+	rec.open_id = copy.open_id;
+	submit(&rec, sizeof(rec), VIGIL_FD_DUP);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_dup")
+int sys_enter_dup(struct trace_event_raw_sys_enter *ctx)
+{
+	enter_dup(ctx->args[0], -1);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_dup2")
+int sys_enter_dup2(struct trace_event_raw_sys_enter *ctx)
+{
+	enter_dup(ctx->args[0], (__s64)ctx->args[1]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_dup3")
+int sys_enter_dup3(struct trace_event_raw_sys_enter *ctx)
+{
+	enter_dup(ctx->args[0], (__s64)ctx->args[1]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_fcntl")
+int sys_enter_fcntl(struct trace_event_raw_sys_enter *ctx)
+{
+	/* F_DUPFD (0) and F_DUPFD_CLOEXEC (1030) return a new fd */
+	if (ctx->args[1] == 0 || ctx->args[1] == 1030)
+		enter_dup(ctx->args[0], -1);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_dup")
+int sys_exit_dup(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_dup(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_dup2")
+int sys_exit_dup2(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_dup(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_dup3")
+int sys_exit_dup3(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_dup(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_fcntl")
+int sys_exit_fcntl(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_dup(ctx);
 }
 
 /* ---------------------------------------------------------------- network */
@@ -877,6 +995,14 @@ static __always_inline void exit_io(struct trace_event_raw_sys_exit *ctx, __u32 
 	}
 	if (!st)
 		return;
+	if (op == PEND_SENDTO && st->addr.dport == 0 && p.args[1]) {
+		/* a bound but unconnected socket sends its first datagram: that is its peer */
+		struct vigil_sockaddr a = st->addr;
+		if (read_user_remote(p.args[1], &a)) {
+			st->addr = a;
+			emit_net(VIGIL_NET_SEND, ret, key.fd, st->open_id, &a);
+		}
+	}
 	if (op == PEND_READ) {
 		__sync_fetch_and_add(&st->bytes_read, ret);
 		__sync_fetch_and_add(&st->reads, 1);

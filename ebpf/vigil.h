@@ -27,6 +27,8 @@
 #define VIGIL_UPATH_LEN 1024
 /* argv is read from the new mm up to this many bytes. */
 #define VIGIL_ARGS_LEN 4096
+/* A forked child inherits the tracking of its parent's fds below this number. */
+#define VIGIL_INHERIT_FDS 32
 /* Size of the variable data area of the largest record (exec). */
 #define VIGIL_DATA_LEN 8192
 
@@ -39,6 +41,7 @@ enum vigil_kind {
 	VIGIL_FILE_CLOSE = 11,
 	VIGIL_FILE_UNLINK = 12,
 	VIGIL_FILE_RENAME = 13,
+	VIGIL_FD_DUP = 14,
 	VIGIL_NET_CONNECT = 20,
 	VIGIL_NET_ACCEPT = 21,
 	VIGIL_NET_LISTEN = 22,
@@ -83,7 +86,12 @@ struct vigil_exec {
 	__u16 _pad;
 };
 
-/* sched_process_fork of a new process (threads are not reported). */
+/*
+ * sched_process_fork of a new process (threads are not reported). The child
+ * inherits the tracking of the parent's fds below VIGIL_INHERIT_FDS with its
+ * own zeroed counters: its writes to an inherited fd (a shell redirection)
+ * are counted and reported at its close or exit.
+ */
 struct vigil_fork {
 	struct vigil_header h;
 	__u32 child_pid;
@@ -125,6 +133,17 @@ struct vigil_file_unlink {
 	__u32 flags;
 	__u16 path_len;
 	__u16 _pad[3];
+};
+
+/*
+ * dup/dup2/dup3/fcntl(F_DUPFD) of a tracked fd: the new fd shares the open
+ * file (same open_id) and is counted on its own from here (shell redirections).
+ */
+struct vigil_fd_dup {
+	struct vigil_header h;
+	__s32 oldfd;
+	__s32 newfd;
+	__u64 open_id;
 };
 
 /* rename/renameat/renameat2 returned. Data: old path, then new path. */

@@ -21,6 +21,8 @@ use procfs::{CgroupPaths, Users};
 use redact::Redactor;
 
 const AT_FDCWD: i32 = -100;
+/// VIGIL_INHERIT_FDS in vigil.h.
+const INHERIT_FDS: i32 = 32;
 
 /// Why a close record was produced, beyond the kernel's own reasons.
 pub const CLOSE_EXIT: u32 = 3;
@@ -61,6 +63,8 @@ struct OpenFd {
     path: Option<String>,
     /// Sockets: accepted (the peer initiated) rather than connected.
     inbound: bool,
+    /// Inherited from the parent at fork rather than opened by this process.
+    inherited: bool,
     /// Bytes already reported by interval traffic events (sockets).
     reported_in: u64,
     reported_out: u64,
@@ -254,6 +258,25 @@ impl Enricher {
             Record::Fork(rec) => {
                 self.ensure(&rec.h);
                 self.table.fork(rec.h.tgid, rec.child_pid, rec.h.ts_ns);
+                // the kernel copied the tracking of the parent's low fds: mirror it
+                if let Some(parent_fds) = self.open_fds.get(&rec.h.tgid) {
+                    let inherited: HashMap<i32, OpenFd> = parent_fds
+                        .iter()
+                        .filter(|(fd, _)| (0..INHERIT_FDS).contains(*fd))
+                        .map(|(fd, o)| {
+                            (
+                                *fd,
+                                OpenFd {
+                                    reported_in: 0,
+                                    reported_out: 0,
+                                    inherited: true,
+                                    ..o.clone()
+                                },
+                            )
+                        })
+                        .collect();
+                    self.open_fds.insert(rec.child_pid, inherited);
+                }
                 let mut ev = self.event(
                     EventKind::Process,
                     ocsf::CLASS_PROCESS_ACTIVITY,
@@ -395,6 +418,23 @@ impl Enricher {
                 ev.network = Some(net);
                 out.push(ev);
             }
+            Record::FdDup(rec) => {
+                let copy = self
+                    .open_fds
+                    .get(&rec.h.tgid)
+                    .and_then(|m| m.get(&rec.oldfd))
+                    .filter(|o| o.open_id == rec.open_id)
+                    .cloned();
+                if let Some(mut copy) = copy {
+                    copy.inherited = false;
+                    copy.reported_in = 0;
+                    copy.reported_out = 0;
+                    self.open_fds
+                        .entry(rec.h.tgid)
+                        .or_default()
+                        .insert(rec.newfd, copy);
+                }
+            }
             Record::IoClose(rec) => self.close(rec, out),
         }
     }
@@ -408,6 +448,12 @@ impl Enricher {
             .get_mut(&tgid)
             .and_then(|fds| fds.remove(&rec.fd))
             .filter(|o| o.open_id == s.open_id);
+        // An fd merely inherited at fork and never used says nothing: every
+        // child of a shell with redirected output would report one.
+        if known.as_ref().is_some_and(|k| k.inherited) && s.bytes_read == 0 && s.bytes_written == 0
+        {
+            return;
+        }
         let reason = match rec.reason {
             records::CLOSE_SYSCALL => "close",
             records::CLOSE_REPLACED => "replaced",
@@ -544,6 +590,7 @@ impl Enricher {
                 open_id,
                 path,
                 inbound,
+                inherited: false,
                 reported_in: 0,
                 reported_out: 0,
             },

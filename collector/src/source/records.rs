@@ -20,6 +20,7 @@ pub mod kind {
     pub const FILE_CLOSE: u32 = 11;
     pub const FILE_UNLINK: u32 = 12;
     pub const FILE_RENAME: u32 = 13;
+    pub const FD_DUP: u32 = 14;
     pub const NET_CONNECT: u32 = 20;
     pub const NET_ACCEPT: u32 = 21;
     pub const NET_LISTEN: u32 = 22;
@@ -39,6 +40,7 @@ pub mod kind {
             FILE_CLOSE => "file_close",
             FILE_UNLINK => "file_unlink",
             FILE_RENAME => "file_rename",
+            FD_DUP => "fd_dup",
             NET_CONNECT => "net_connect",
             NET_ACCEPT => "net_accept",
             NET_LISTEN => "net_listen",
@@ -136,6 +138,15 @@ pub struct FileUnlink {
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
+pub struct FdDup {
+    pub h: Header,
+    pub oldfd: i32,
+    pub newfd: i32,
+    pub open_id: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
 pub struct FileRename {
     pub h: Header,
     pub ret: i64,
@@ -214,6 +225,7 @@ pub enum Record<'a> {
         args: &'a [u8],
     },
     Fork(Fork),
+    FdDup(FdDup),
     Exit(Exit),
     Chdir {
         rec: Chdir,
@@ -335,6 +347,7 @@ pub fn decode(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
         kind::NET_CONNECT | kind::NET_ACCEPT | kind::NET_LISTEN | kind::NET_SEND => {
             Record::Net(read(buf, k)?)
         }
+        kind::FD_DUP => Record::FdDup(read(buf, k)?),
         kind::FILE_CLOSE | kind::NET_CLOSE => Record::IoClose(read(buf, k)?),
         other => return Err(DecodeError::UnknownKind(other)),
     })
@@ -433,6 +446,11 @@ mod tests {
             offset_of!(FileUnlink, path_len),
             c::VIGIL_FILE_UNLINK_PATH_LEN
         );
+
+        assert_eq!(size_of::<FdDup>(), c::VIGIL_FD_DUP_SIZE);
+        assert_eq!(offset_of!(FdDup, oldfd), c::VIGIL_FD_DUP_OLDFD);
+        assert_eq!(offset_of!(FdDup, newfd), c::VIGIL_FD_DUP_NEWFD);
+        assert_eq!(offset_of!(FdDup, open_id), c::VIGIL_FD_DUP_OPEN_ID);
 
         assert_eq!(size_of::<FileRename>(), c::VIGIL_FILE_RENAME_SIZE);
         assert_eq!(offset_of!(FileRename, ret), c::VIGIL_FILE_RENAME_RET);
