@@ -52,12 +52,12 @@ pub enum BpfError {
     )]
     Capability,
     #[error("cannot load the BPF object: {0}")]
-    Load(#[source] aya::EbpfError),
+    Load(#[source] Box<aya::EbpfError>),
     #[error("BPF program {program} was rejected by the kernel: {source}")]
     Program {
         program: String,
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     #[error("cannot attach {program} to tracepoint {category}:{name}: {source}")]
     Attach {
@@ -65,7 +65,7 @@ pub enum BpfError {
         category: String,
         name: String,
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     #[error(
         "tracepoint {category}:{name} does not exist on this kernel (needs CONFIG_FTRACE_SYSCALLS)"
@@ -171,7 +171,7 @@ impl BpfSource {
             .map_max_entries("events", config.ring_buffer_bytes)
             .map_max_entries("fds", config.fd_table_entries)
             .load(OBJECT)
-            .map_err(BpfError::Load)?;
+            .map_err(|e| BpfError::Load(Box::new(e)))?;
 
         let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
         let mut attached = 0;
@@ -198,11 +198,11 @@ impl BpfSource {
                 .try_into()
                 .map_err(|source| BpfError::Program {
                     program: name.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             program.load().map_err(|source| BpfError::Program {
                 program: name.clone(),
-                source,
+                source: Box::new(source),
             })?;
             program
                 .attach(category, &tp)
@@ -210,7 +210,7 @@ impl BpfSource {
                     program: name.clone(),
                     category: category.into(),
                     name: tp.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             attached += 1;
         }

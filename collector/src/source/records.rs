@@ -273,11 +273,11 @@ fn read<T: Copy>(buf: &[u8], kind: u32) -> Result<T, DecodeError> {
 }
 
 /// Split `data` into consecutive slices of the given lengths.
-fn split<'a, const N: usize>(
-    data: &'a [u8],
+fn split<const N: usize>(
+    data: &[u8],
     lens: [usize; N],
     kind: u32,
-) -> Result<[&'a [u8]; N], DecodeError> {
+) -> Result<[&[u8]; N], DecodeError> {
     let mut out = [&data[..0]; N];
     let mut off = 0;
     for (slot, len) in out.iter_mut().zip(lens) {
