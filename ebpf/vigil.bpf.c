@@ -7,8 +7,9 @@
  * Flow: every program builds its record (see vigil.h) in a per-CPU scratch
  * buffer and copies it into the one ring buffer `events` with its real length;
  * a full ring buffer bumps the per-CPU drop counter of that record kind.
- * Syscalls whose outcome matters are split: sys_enter_* parks the arguments
- * per thread in `pending`, sys_exit_* reads them back with the result.
+ * Syscalls are observed at sys_exit_*, where the result is known; their
+ * arguments come from the user registers saved at entry (bpf_task_pt_regs),
+ * so no enter probe or per-thread map is needed (close is seen at entry).
  * Bytes read and written are summed per (tgid, fd) in `fds` and reported
  * when the fd is closed; user space flushes the rest when a process exits and
  * reads long-lived sockets at an interval.
@@ -50,43 +51,6 @@ struct {
 	__type(key, struct vigil_fd_key);
 	__type(value, struct vigil_fd_stats);
 } fds SEC(".maps");
-
-/* What a thread's current syscall needs at its exit. */
-enum pending_op {
-	PEND_OPEN = 1,
-	PEND_UNLINK,
-	PEND_RENAME,
-	PEND_CONNECT,
-	PEND_ACCEPT,
-	PEND_BIND,
-	PEND_LISTEN,
-	PEND_SENDTO,
-	PEND_READ,
-	PEND_WRITE,
-	PEND_CHDIR,
-	PEND_DUP,
-};
-
-struct pending {
-	__u32 op;
-	__u32 _pad;
-	__u64 args[5];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32); /* tid */
-	__type(value, struct pending);
-} pending SEC(".maps");
-
-/* clone flags of the thread's current clone/clone3, to tell threads from processes. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, __u64);
-} clone_flags SEC(".maps");
 
 /* A power of two above the largest record, so lengths can be bounded by masking. */
 #define SCRATCH_LEN 16384
@@ -181,6 +145,50 @@ static __always_inline __u32 read_dpath(struct dentry *dentry, struct vfsmount *
 	return off;
 }
 
+/*
+ * Syscall arguments at sys_exit: the user registers saved at syscall entry
+ * still hold them, so exit handlers need no enter probe and no per-thread map.
+ */
+static __always_inline struct pt_regs *user_regs(void)
+{
+	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+}
+
+#if defined(__TARGET_ARCH_x86)
+#define SYS_ARG0(r) BPF_CORE_READ(r, di)
+#define SYS_ARG1(r) BPF_CORE_READ(r, si)
+#define SYS_ARG2(r) BPF_CORE_READ(r, dx)
+#define SYS_ARG3(r) BPF_CORE_READ(r, r10)
+#define SYS_ARG4(r) BPF_CORE_READ(r, r8)
+#define SYS_NR(r) BPF_CORE_READ(r, orig_ax)
+#define NR_CLONE 56
+#define NR_CLONE3 435
+#elif defined(__TARGET_ARCH_arm64)
+#define SYS_ARG0(r) BPF_CORE_READ(r, orig_x0)
+#define SYS_ARG1(r) BPF_CORE_READ(r, regs[1])
+#define SYS_ARG2(r) BPF_CORE_READ(r, regs[2])
+#define SYS_ARG3(r) BPF_CORE_READ(r, regs[3])
+#define SYS_ARG4(r) BPF_CORE_READ(r, regs[4])
+#define SYS_NR(r) BPF_CORE_READ(r, syscallno)
+#define NR_CLONE 220
+#define NR_CLONE3 435
+#else
+#error "unsupported architecture"
+#endif
+
+/* In sched_process_fork: is the current clone creating a thread? */
+static __always_inline bool forking_a_thread(void)
+{
+	struct pt_regs *regs = user_regs();
+	long nr = SYS_NR(regs);
+	__u64 flags = 0;
+	if (nr == NR_CLONE)
+		flags = SYS_ARG0(regs);
+	else if (nr == NR_CLONE3) /* struct clone_args starts with its u64 flags */
+		bpf_probe_read_user(&flags, sizeof(flags), (void *)SYS_ARG0(regs));
+	return flags & CLONE_THREAD;
+}
+
 /* ---------------------------------------------------------------- process */
 
 SEC("tracepoint/sched/sched_process_exec")
@@ -244,26 +252,6 @@ int sched_process_exec(void *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_clone")
-int sys_enter_clone(struct trace_event_raw_sys_enter *ctx)
-{
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u64 flags = ctx->args[0];
-	bpf_map_update_elem(&clone_flags, &tid, &flags, BPF_ANY);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_clone3")
-int sys_enter_clone3(struct trace_event_raw_sys_enter *ctx)
-{
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u64 flags = 0;
-	/* struct clone_args starts with its u64 flags */
-	bpf_probe_read_user(&flags, sizeof(flags), (void *)ctx->args[0]);
-	bpf_map_update_elem(&clone_flags, &tid, &flags, BPF_ANY);
-	return 0;
-}
-
 SEC("tracepoint/sched/sched_process_fork")
 int sched_process_fork(struct trace_event_raw_sched_process_fork *ctx)
 {
@@ -272,14 +260,8 @@ int sched_process_fork(struct trace_event_raw_sched_process_fork *ctx)
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	if (BPF_CORE_READ(task, flags) & PF_KTHREAD)
 		return 0;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u64 *cf = bpf_map_lookup_elem(&clone_flags, &tid);
-	if (cf) {
-		__u64 f = *cf;
-		bpf_map_delete_elem(&clone_flags, &tid);
-		if (f & CLONE_THREAD)
-			return 0;
-	}
+	if (forking_a_thread())
+		return 0;
 	struct vigil_fork rec = {};
 	fill_header(&rec.h, VIGIL_FORK);
 	rec.child_pid = BPF_CORE_READ(ctx, child_pid);
@@ -317,31 +299,6 @@ int sched_process_exit(void *ctx)
 	return 0;
 }
 
-/* ------------------------------------------------------- pending syscalls */
-
-static __always_inline void park(__u32 op, __u64 a0, __u64 a1, __u64 a2, __u64 a3, __u64 a4)
-{
-	if (ignored())
-		return;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct pending p = {.op = op, .args = {a0, a1, a2, a3, a4}};
-	bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
-}
-
-/* Take the thread's parked syscall if it is `op`. */
-static __always_inline bool unpark(__u32 op, struct pending *out)
-{
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct pending *p = bpf_map_lookup_elem(&pending, &tid);
-	if (!p)
-		return false;
-	bool match = p->op == op;
-	if (match)
-		__builtin_memcpy(out, p, sizeof(*out));
-	bpf_map_delete_elem(&pending, &tid);
-	return match;
-}
-
 /* Read a sys_exit result once: keeps clang from re-deriving ctx pointers the verifier rejects. */
 static __always_inline long sys_ret(struct trace_event_raw_sys_exit *ctx)
 {
@@ -357,11 +314,13 @@ static __always_inline __u32 current_tgid(void)
 
 /* -------------------------------------------------------------------- cwd */
 
-static __always_inline void emit_chdir(void)
+static __always_inline int exit_chdir(struct trace_event_raw_sys_exit *ctx)
 {
+	if (ignored() || sys_ret(ctx) != 0)
+		return 0;
 	struct vigil_chdir *rec = scratch();
 	if (!rec)
-		return;
+		return 0;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	char *data = (char *)(rec + 1);
 	fill_header(&rec->h, VIGIL_CHDIR);
@@ -374,28 +333,6 @@ static __always_inline void emit_chdir(void)
 	rec->cwd_len = len;
 	rec->h.data_len = len;
 	submit(rec, sizeof(*rec) + len, VIGIL_CHDIR);
-}
-
-SEC("tracepoint/syscalls/sys_enter_chdir")
-int sys_enter_chdir(struct trace_event_raw_sys_enter *ctx)
-{
-	park(PEND_CHDIR, 0, 0, 0, 0, 0);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_fchdir")
-int sys_enter_fchdir(struct trace_event_raw_sys_enter *ctx)
-{
-	park(PEND_CHDIR, 0, 0, 0, 0, 0);
-	return 0;
-}
-
-static __always_inline int exit_chdir(struct trace_event_raw_sys_exit *ctx)
-{
-	long ret = sys_ret(ctx);
-	struct pending p;
-	if (unpark(PEND_CHDIR, &p) && ret == 0)
-		emit_chdir();
 	return 0;
 }
 
@@ -449,17 +386,10 @@ static __always_inline void track_fd(__s32 fd, struct vigil_fd_stats *stats)
 		count_drop(VIGIL_DROP_FD_TABLE_FULL);
 }
 
-static __always_inline void enter_open(__s32 dfd, __u64 path, __u64 flags, __u64 mode)
-{
-	park(PEND_OPEN, dfd, path, flags, mode, 0);
-}
-
-static __always_inline int exit_open(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int exit_open(struct trace_event_raw_sys_exit *ctx, __s32 dfd, __u64 path,
+				     __u64 flags, __u64 mode)
 {
 	long ret = sys_ret(ctx);
-	struct pending p;
-	if (!unpark(PEND_OPEN, &p))
-		return 0;
 	__u64 open_id = bpf_ktime_get_boot_ns();
 	if (ret >= 0) {
 		/* before the record is built: track_fd may use the scratch buffer itself */
@@ -473,11 +403,11 @@ static __always_inline int exit_open(struct trace_event_raw_sys_exit *ctx)
 	fill_header(&rec->h, VIGIL_FILE_OPEN);
 	rec->ret = ret;
 	rec->open_id = open_id;
-	rec->dfd = (__s32)p.args[0];
-	rec->flags = (__u32)p.args[2];
-	rec->mode = (__u32)p.args[3];
+	rec->dfd = dfd;
+	rec->flags = (__u32)flags;
+	rec->mode = (__u32)mode;
 	rec->_pad = 0;
-	long n = bpf_probe_read_user_str(data, VIGIL_UPATH_LEN, (void *)p.args[1]);
+	long n = bpf_probe_read_user_str(data, VIGIL_UPATH_LEN, (void *)path);
 	__u32 len = n > 0 ? (__u32)(n - 1) : 0;
 	len &= (VIGIL_UPATH_LEN - 1);
 	rec->path_len = len;
@@ -486,46 +416,34 @@ static __always_inline int exit_open(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_open")
-int sys_enter_open(struct trace_event_raw_sys_enter *ctx)
-{
-	enter_open(-100, ctx->args[0], ctx->args[1], ctx->args[2]);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_openat")
-int sys_enter_openat(struct trace_event_raw_sys_enter *ctx)
-{
-	enter_open((__s32)ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3]);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_openat2")
-int sys_enter_openat2(struct trace_event_raw_sys_enter *ctx)
-{
-	/* struct open_how { u64 flags; u64 mode; u64 resolve; } */
-	__u64 how[2] = {};
-	bpf_probe_read_user(how, sizeof(how), (void *)ctx->args[2]);
-	enter_open((__s32)ctx->args[0], ctx->args[1], how[0], how[1]);
-	return 0;
-}
-
 SEC("tracepoint/syscalls/sys_exit_open")
 int sys_exit_open(struct trace_event_raw_sys_exit *ctx)
 {
-	return exit_open(ctx);
+	if (ignored())
+		return 0;
+	struct pt_regs *r = user_regs();
+	return exit_open(ctx, -100, SYS_ARG0(r), SYS_ARG1(r), SYS_ARG2(r));
 }
 
 SEC("tracepoint/syscalls/sys_exit_openat")
 int sys_exit_openat(struct trace_event_raw_sys_exit *ctx)
 {
-	return exit_open(ctx);
+	if (ignored())
+		return 0;
+	struct pt_regs *r = user_regs();
+	return exit_open(ctx, (__s32)SYS_ARG0(r), SYS_ARG1(r), SYS_ARG2(r), SYS_ARG3(r));
 }
 
 SEC("tracepoint/syscalls/sys_exit_openat2")
 int sys_exit_openat2(struct trace_event_raw_sys_exit *ctx)
 {
-	return exit_open(ctx);
+	if (ignored())
+		return 0;
+	struct pt_regs *r = user_regs();
+	/* struct open_how { u64 flags; u64 mode; u64 resolve; } */
+	__u64 how[2] = {};
+	bpf_probe_read_user(how, sizeof(how), (void *)SYS_ARG2(r));
+	return exit_open(ctx, (__s32)SYS_ARG0(r), SYS_ARG1(r), how[0], how[1]);
 }
 
 SEC("tracepoint/syscalls/sys_enter_close")
@@ -542,22 +460,20 @@ int sys_enter_close(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
-static __always_inline int exit_unlink(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int exit_unlink(struct trace_event_raw_sys_exit *ctx, __s32 dfd, __u64 path,
+				       __u32 flags)
 {
 	long ret = sys_ret(ctx);
-	struct pending p;
-	if (!unpark(PEND_UNLINK, &p))
-		return 0;
 	struct vigil_file_unlink *rec = scratch();
 	if (!rec)
 		return 0;
 	char *data = (char *)(rec + 1);
 	fill_header(&rec->h, VIGIL_FILE_UNLINK);
 	rec->ret = ret;
-	rec->dfd = (__s32)p.args[0];
-	rec->flags = (__u32)p.args[2];
+	rec->dfd = dfd;
+	rec->flags = flags;
 	__builtin_memset(rec->_pad, 0, sizeof(rec->_pad));
-	long n = bpf_probe_read_user_str(data, VIGIL_UPATH_LEN, (void *)p.args[1]);
+	long n = bpf_probe_read_user_str(data, VIGIL_UPATH_LEN, (void *)path);
 	__u32 len = n > 0 ? (__u32)(n - 1) : 0;
 	len &= (VIGIL_UPATH_LEN - 1);
 	rec->path_len = len;
@@ -566,51 +482,40 @@ static __always_inline int exit_unlink(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_unlink")
-int sys_enter_unlink(struct trace_event_raw_sys_enter *ctx)
-{
-	park(PEND_UNLINK, (__u64)-100, ctx->args[0], 0, 0, 0);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_unlinkat")
-int sys_enter_unlinkat(struct trace_event_raw_sys_enter *ctx)
-{
-	park(PEND_UNLINK, ctx->args[0], ctx->args[1], ctx->args[2], 0, 0);
-	return 0;
-}
-
 SEC("tracepoint/syscalls/sys_exit_unlink")
 int sys_exit_unlink(struct trace_event_raw_sys_exit *ctx)
 {
-	return exit_unlink(ctx);
+	if (ignored())
+		return 0;
+	return exit_unlink(ctx, -100, SYS_ARG0(user_regs()), 0);
 }
 
 SEC("tracepoint/syscalls/sys_exit_unlinkat")
 int sys_exit_unlinkat(struct trace_event_raw_sys_exit *ctx)
 {
-	return exit_unlink(ctx);
+	if (ignored())
+		return 0;
+	struct pt_regs *r = user_regs();
+	return exit_unlink(ctx, (__s32)SYS_ARG0(r), SYS_ARG1(r), (__u32)SYS_ARG2(r));
 }
 
-static __always_inline int exit_rename(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int exit_rename(struct trace_event_raw_sys_exit *ctx, __s32 old_dfd,
+				       __u64 oldname, __s32 new_dfd, __u64 newname, __u32 flags)
 {
 	long ret = sys_ret(ctx);
-	struct pending p;
-	if (!unpark(PEND_RENAME, &p))
-		return 0;
 	struct vigil_file_rename *rec = scratch();
 	if (!rec)
 		return 0;
 	char *data = (char *)(rec + 1);
 	fill_header(&rec->h, VIGIL_FILE_RENAME);
 	rec->ret = ret;
-	rec->old_dfd = (__s32)p.args[0];
-	rec->new_dfd = (__s32)p.args[2];
-	rec->flags = (__u32)p.args[4];
-	long n = bpf_probe_read_user_str(data, VIGIL_UPATH_LEN, (void *)p.args[1]);
+	rec->old_dfd = old_dfd;
+	rec->new_dfd = new_dfd;
+	rec->flags = flags;
+	long n = bpf_probe_read_user_str(data, VIGIL_UPATH_LEN, (void *)oldname);
 	__u32 old_len = n > 0 ? (__u32)(n - 1) : 0;
 	old_len &= (VIGIL_UPATH_LEN - 1);
-	n = bpf_probe_read_user_str(&data[old_len], VIGIL_UPATH_LEN, (void *)p.args[3]);
+	n = bpf_probe_read_user_str(&data[old_len], VIGIL_UPATH_LEN, (void *)newname);
 	__u32 new_len = n > 0 ? (__u32)(n - 1) : 0;
 	new_len &= (VIGIL_UPATH_LEN - 1);
 	rec->old_len = old_len;
@@ -620,71 +525,43 @@ static __always_inline int exit_rename(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_rename")
-int sys_enter_rename(struct trace_event_raw_sys_enter *ctx)
-{
-	park(PEND_RENAME, (__u64)-100, ctx->args[0], (__u64)-100, ctx->args[1], 0);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_renameat")
-int sys_enter_renameat(struct trace_event_raw_sys_enter *ctx)
-{
-	park(PEND_RENAME, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3], 0);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_renameat2")
-int sys_enter_renameat2(struct trace_event_raw_sys_enter *ctx)
-{
-	park(PEND_RENAME, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3], ctx->args[4]);
-	return 0;
-}
-
 SEC("tracepoint/syscalls/sys_exit_rename")
 int sys_exit_rename(struct trace_event_raw_sys_exit *ctx)
 {
-	return exit_rename(ctx);
+	if (ignored())
+		return 0;
+	struct pt_regs *r = user_regs();
+	return exit_rename(ctx, -100, SYS_ARG0(r), -100, SYS_ARG1(r), 0);
 }
 
 SEC("tracepoint/syscalls/sys_exit_renameat")
 int sys_exit_renameat(struct trace_event_raw_sys_exit *ctx)
 {
-	return exit_rename(ctx);
+	if (ignored())
+		return 0;
+	struct pt_regs *r = user_regs();
+	return exit_rename(ctx, (__s32)SYS_ARG0(r), SYS_ARG1(r), (__s32)SYS_ARG2(r), SYS_ARG3(r), 0);
 }
 
 SEC("tracepoint/syscalls/sys_exit_renameat2")
 int sys_exit_renameat2(struct trace_event_raw_sys_exit *ctx)
 {
-	return exit_rename(ctx);
+	if (ignored())
+		return 0;
+	struct pt_regs *r = user_regs();
+	return exit_rename(ctx, (__s32)SYS_ARG0(r), SYS_ARG1(r), (__s32)SYS_ARG2(r), SYS_ARG3(r),
+			   (__u32)SYS_ARG4(r));
 }
 
 /* ------------------------------------------------------------------- dup */
 
 /* newfd: the target of dup2/dup3 (whose old file is implicitly closed), or -1. */
-static __always_inline void enter_dup(__u64 oldfd, __s64 newfd)
-{
-	if (ignored())
-		return;
-	struct vigil_fd_key key = {.tgid = current_tgid(), .fd = (__s32)oldfd};
-	bool tracked = bpf_map_lookup_elem(&fds, &key) != NULL;
-	if (!tracked && newfd >= 0) {
-		key.fd = (__s32)newfd;
-		tracked = bpf_map_lookup_elem(&fds, &key) != NULL;
-	}
-	if (tracked)
-		park(PEND_DUP, oldfd, 0, 0, 0, 0);
-}
-
-static __always_inline int exit_dup(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int exit_dup(struct trace_event_raw_sys_exit *ctx, __s32 oldfd)
 {
 	long ret = sys_ret(ctx);
-	struct pending p;
-	if (!unpark(PEND_DUP, &p) || ret < 0)
+	if (ret < 0 || (__s32)ret == oldfd)
 		return 0;
-	struct vigil_fd_key old = {.tgid = current_tgid(), .fd = (__s32)p.args[0]};
-	if ((__s32)ret == old.fd)
-		return 0;
+	struct vigil_fd_key old = {.tgid = current_tgid(), .fd = oldfd};
 	struct vigil_fd_stats *st = bpf_map_lookup_elem(&fds, &old);
 	if (!st) {
 		forget_fd((__s32)ret);
@@ -695,65 +572,48 @@ static __always_inline int exit_dup(struct trace_event_raw_sys_exit *ctx)
 	track_fd((__s32)ret, &copy);
 	struct vigil_fd_dup rec = {};
 	fill_header(&rec.h, VIGIL_FD_DUP);
-	rec.oldfd = old.fd;
+	rec.oldfd = oldfd;
 	rec.newfd = (__s32)ret;
 	rec.open_id = copy.open_id;
 	submit(&rec, sizeof(rec), VIGIL_FD_DUP);
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_dup")
-int sys_enter_dup(struct trace_event_raw_sys_enter *ctx)
-{
-	enter_dup(ctx->args[0], -1);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_dup2")
-int sys_enter_dup2(struct trace_event_raw_sys_enter *ctx)
-{
-	enter_dup(ctx->args[0], (__s64)ctx->args[1]);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_dup3")
-int sys_enter_dup3(struct trace_event_raw_sys_enter *ctx)
-{
-	enter_dup(ctx->args[0], (__s64)ctx->args[1]);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_fcntl")
-int sys_enter_fcntl(struct trace_event_raw_sys_enter *ctx)
-{
-	/* F_DUPFD (0) and F_DUPFD_CLOEXEC (1030) return a new fd */
-	if (ctx->args[1] == 0 || ctx->args[1] == 1030)
-		enter_dup(ctx->args[0], -1);
-	return 0;
-}
-
 SEC("tracepoint/syscalls/sys_exit_dup")
 int sys_exit_dup(struct trace_event_raw_sys_exit *ctx)
 {
-	return exit_dup(ctx);
+	if (ignored())
+		return 0;
+	return exit_dup(ctx, (__s32)SYS_ARG0(user_regs()));
 }
 
 SEC("tracepoint/syscalls/sys_exit_dup2")
 int sys_exit_dup2(struct trace_event_raw_sys_exit *ctx)
 {
-	return exit_dup(ctx);
+	if (ignored())
+		return 0;
+	return exit_dup(ctx, (__s32)SYS_ARG0(user_regs()));
 }
 
 SEC("tracepoint/syscalls/sys_exit_dup3")
 int sys_exit_dup3(struct trace_event_raw_sys_exit *ctx)
 {
-	return exit_dup(ctx);
+	if (ignored())
+		return 0;
+	return exit_dup(ctx, (__s32)SYS_ARG0(user_regs()));
 }
 
 SEC("tracepoint/syscalls/sys_exit_fcntl")
 int sys_exit_fcntl(struct trace_event_raw_sys_exit *ctx)
 {
-	return exit_dup(ctx);
+	if (ignored())
+		return 0;
+	struct pt_regs *r = user_regs();
+	__u64 cmd = SYS_ARG1(r);
+	/* F_DUPFD (0) and F_DUPFD_CLOEXEC (1030) return a new fd */
+	if (cmd != 0 && cmd != 1030)
+		return 0;
+	return exit_dup(ctx, (__s32)SYS_ARG0(r));
 }
 
 /* ---------------------------------------------------------------- network */
@@ -847,25 +707,18 @@ static __always_inline void track_socket(__s32 fd, __u64 open_id, struct vigil_s
 	track_fd(fd, &stats);
 }
 
-SEC("tracepoint/syscalls/sys_enter_connect")
-int sys_enter_connect(struct trace_event_raw_sys_enter *ctx)
-{
-	park(PEND_CONNECT, ctx->args[0], ctx->args[1], 0, 0, 0);
-	return 0;
-}
-
 SEC("tracepoint/syscalls/sys_exit_connect")
 int sys_exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
-	long ret = sys_ret(ctx);
-	struct pending p;
-	if (!unpark(PEND_CONNECT, &p))
+	if (ignored())
 		return 0;
-	__s32 fd = (__s32)p.args[0];
+	long ret = sys_ret(ctx);
+	struct pt_regs *r = user_regs();
+	__s32 fd = (__s32)SYS_ARG0(r);
 	struct vigil_sockaddr a = {};
 	if (!read_sock(sock_of_fd(fd), &a))
 		return 0;
-	if (!read_user_remote(p.args[1], &a))
+	if (!read_user_remote(SYS_ARG1(r), &a))
 		return 0;
 	__u64 open_id = bpf_ktime_get_boot_ns();
 	if (ret == 0 || ret == -EINPROGRESS)
@@ -874,25 +727,12 @@ int sys_exit_connect(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_accept")
-int sys_enter_accept(struct trace_event_raw_sys_enter *ctx)
-{
-	park(PEND_ACCEPT, ctx->args[0], 0, 0, 0, 0);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_accept4")
-int sys_enter_accept4(struct trace_event_raw_sys_enter *ctx)
-{
-	park(PEND_ACCEPT, ctx->args[0], 0, 0, 0, 0);
-	return 0;
-}
-
 static __always_inline int exit_accept(struct trace_event_raw_sys_exit *ctx)
 {
+	if (ignored())
+		return 0;
 	long ret = sys_ret(ctx);
-	struct pending p;
-	if (!unpark(PEND_ACCEPT, &p) || ret < 0)
+	if (ret < 0)
 		return 0;
 	__s32 fd = (__s32)ret;
 	struct vigil_sockaddr a = {};
@@ -916,22 +756,13 @@ int sys_exit_accept4(struct trace_event_raw_sys_exit *ctx)
 	return exit_accept(ctx);
 }
 
-SEC("tracepoint/syscalls/sys_enter_bind")
-int sys_enter_bind(struct trace_event_raw_sys_enter *ctx)
-{
-	park(PEND_BIND, ctx->args[0], 0, 0, 0, 0);
-	return 0;
-}
-
 /* A bound socket (a UDP server, or a TCP listener) is tracked so its traffic is counted. */
 SEC("tracepoint/syscalls/sys_exit_bind")
 int sys_exit_bind(struct trace_event_raw_sys_exit *ctx)
 {
-	long ret = sys_ret(ctx);
-	struct pending p;
-	if (!unpark(PEND_BIND, &p) || ret != 0)
+	if (ignored() || sys_ret(ctx) != 0)
 		return 0;
-	__s32 fd = (__s32)p.args[0];
+	__s32 fd = (__s32)SYS_ARG0(user_regs());
 	struct vigil_sockaddr a = {};
 	if (!read_sock(sock_of_fd(fd), &a))
 		return 0;
@@ -939,21 +770,13 @@ int sys_exit_bind(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_listen")
-int sys_enter_listen(struct trace_event_raw_sys_enter *ctx)
-{
-	park(PEND_LISTEN, ctx->args[0], 0, 0, 0, 0);
-	return 0;
-}
-
 SEC("tracepoint/syscalls/sys_exit_listen")
 int sys_exit_listen(struct trace_event_raw_sys_exit *ctx)
 {
-	long ret = sys_ret(ctx);
-	struct pending p;
-	if (!unpark(PEND_LISTEN, &p))
+	if (ignored())
 		return 0;
-	__s32 fd = (__s32)p.args[0];
+	long ret = sys_ret(ctx);
+	__s32 fd = (__s32)SYS_ARG0(user_regs());
 	struct vigil_sockaddr a = {};
 	if (!read_sock(sock_of_fd(fd), &a))
 		return 0;
@@ -965,45 +788,22 @@ int sys_exit_listen(struct trace_event_raw_sys_exit *ctx)
 
 /* ----------------------------------------------------------- byte counts */
 
-/* Park a read/write only when its fd is tracked: most I/O costs one lookup. */
-static __always_inline void enter_io(__u32 op, __u64 fd, __u64 uaddr)
+#define IO_READ 0
+#define IO_WRITE 1
+
+/* Add a read/write result to its fd's totals; most I/O costs one lookup. */
+static __always_inline void count_io(struct trace_event_raw_sys_exit *ctx, int dir)
 {
 	if (ignored())
 		return;
-	struct vigil_fd_key key = {.tgid = current_tgid(), .fd = (__s32)fd};
-	if (bpf_map_lookup_elem(&fds, &key) || (op == PEND_SENDTO && uaddr))
-		park(op, fd, uaddr, 0, 0, 0);
-}
-
-static __always_inline void exit_io(struct trace_event_raw_sys_exit *ctx, __u32 op)
-{
 	long ret = sys_ret(ctx);
-	struct pending p;
-	if (!unpark(op, &p) || ret <= 0)
+	if (ret <= 0)
 		return;
-	struct vigil_fd_key key = {.tgid = current_tgid(), .fd = (__s32)p.args[0]};
+	struct vigil_fd_key key = {.tgid = current_tgid(), .fd = (__s32)SYS_ARG0(user_regs())};
 	struct vigil_fd_stats *st = bpf_map_lookup_elem(&fds, &key);
-	if (!st && op == PEND_SENDTO) {
-		/* first datagram to an address on an unconnected socket: a new flow */
-		struct vigil_sockaddr a = {};
-		if (!read_sock(sock_of_fd(key.fd), &a) || !read_user_remote(p.args[1], &a))
-			return;
-		__u64 open_id = bpf_ktime_get_boot_ns();
-		track_socket(key.fd, open_id, &a);
-		emit_net(VIGIL_NET_SEND, ret, key.fd, open_id, &a);
-		st = bpf_map_lookup_elem(&fds, &key);
-	}
 	if (!st)
 		return;
-	if (op == PEND_SENDTO && st->addr.dport == 0 && p.args[1]) {
-		/* a bound but unconnected socket sends its first datagram: that is its peer */
-		struct vigil_sockaddr a = st->addr;
-		if (read_user_remote(p.args[1], &a)) {
-			st->addr = a;
-			emit_net(VIGIL_NET_SEND, ret, key.fd, st->open_id, &a);
-		}
-	}
-	if (op == PEND_READ) {
+	if (dir == IO_READ) {
 		__sync_fetch_and_add(&st->bytes_read, ret);
 		__sync_fetch_and_add(&st->reads, 1);
 	} else {
@@ -1012,41 +812,59 @@ static __always_inline void exit_io(struct trace_event_raw_sys_exit *ctx, __u32 
 	}
 }
 
-#define IO_PROBES(name, op)                                                \
-	SEC("tracepoint/syscalls/sys_enter_" #name)                        \
-	int sys_enter_##name(struct trace_event_raw_sys_enter *ctx)        \
-	{                                                                  \
-		enter_io(op, ctx->args[0], 0);                             \
-		return 0;                                                  \
-	}                                                                  \
+#define IO_PROBE(name, dir)                                                \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                         \
 	int sys_exit_##name(struct trace_event_raw_sys_exit *ctx)          \
 	{                                                                  \
-		exit_io(ctx, op);                                          \
+		count_io(ctx, dir);                                        \
 		return 0;                                                  \
 	}
 
-IO_PROBES(read, PEND_READ)
-IO_PROBES(write, PEND_WRITE)
-IO_PROBES(pread64, PEND_READ)
-IO_PROBES(pwrite64, PEND_WRITE)
-IO_PROBES(readv, PEND_READ)
-IO_PROBES(writev, PEND_WRITE)
-IO_PROBES(recvfrom, PEND_READ)
-IO_PROBES(recvmsg, PEND_READ)
-IO_PROBES(sendmsg, PEND_WRITE)
+IO_PROBE(read, IO_READ)
+IO_PROBE(write, IO_WRITE)
+IO_PROBE(pread64, IO_READ)
+IO_PROBE(pwrite64, IO_WRITE)
+IO_PROBE(readv, IO_READ)
+IO_PROBE(writev, IO_WRITE)
+IO_PROBE(recvfrom, IO_READ)
+IO_PROBE(recvmsg, IO_READ)
+IO_PROBE(sendmsg, IO_WRITE)
 
 /* sendto(fd, buf, len, flags, dest_addr, addrlen): dest_addr may open a UDP flow */
-SEC("tracepoint/syscalls/sys_enter_sendto")
-int sys_enter_sendto(struct trace_event_raw_sys_enter *ctx)
-{
-	enter_io(PEND_SENDTO, ctx->args[0], ctx->args[4]);
-	return 0;
-}
-
 SEC("tracepoint/syscalls/sys_exit_sendto")
 int sys_exit_sendto(struct trace_event_raw_sys_exit *ctx)
 {
-	exit_io(ctx, PEND_SENDTO);
+	if (ignored())
+		return 0;
+	long ret = sys_ret(ctx);
+	if (ret <= 0)
+		return 0;
+	struct pt_regs *r = user_regs();
+	struct vigil_fd_key key = {.tgid = current_tgid(), .fd = (__s32)SYS_ARG0(r)};
+	__u64 uaddr = SYS_ARG4(r);
+	struct vigil_fd_stats *st = bpf_map_lookup_elem(&fds, &key);
+	if (!st) {
+		if (!uaddr)
+			return 0;
+		/* first datagram to an address on an unconnected socket: a new flow */
+		struct vigil_sockaddr a = {};
+		if (!read_sock(sock_of_fd(key.fd), &a) || !read_user_remote(uaddr, &a))
+			return 0;
+		__u64 open_id = bpf_ktime_get_boot_ns();
+		track_socket(key.fd, open_id, &a);
+		emit_net(VIGIL_NET_SEND, ret, key.fd, open_id, &a);
+		st = bpf_map_lookup_elem(&fds, &key);
+		if (!st)
+			return 0;
+	} else if (uaddr && st->addr.dport == 0) {
+		/* a bound but unconnected socket sends its first datagram: that is its peer */
+		struct vigil_sockaddr a = st->addr;
+		if (read_user_remote(uaddr, &a)) {
+			st->addr = a;
+			emit_net(VIGIL_NET_SEND, ret, key.fd, st->open_id, &a);
+		}
+	}
+	__sync_fetch_and_add(&st->bytes_written, ret);
+	__sync_fetch_and_add(&st->writes, 1);
 	return 0;
 }

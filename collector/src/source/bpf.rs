@@ -20,17 +20,11 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vi
 
 /// Tracepoints a kernel may lack (architecture or version); all others are required.
 const OPTIONAL: &[&str] = &[
-    "sys_enter_open",
     "sys_exit_open",
-    "sys_enter_openat2",
     "sys_exit_openat2",
-    "sys_enter_unlink",
     "sys_exit_unlink",
-    "sys_enter_rename",
     "sys_exit_rename",
-    "sys_enter_renameat",
     "sys_exit_renameat",
-    "sys_enter_clone3",
 ];
 
 #[derive(Debug, Error)]
