@@ -189,6 +189,33 @@ static __always_inline bool forking_a_thread(void)
 	return flags & CLONE_THREAD;
 }
 
+static __always_inline __u32 current_tgid(void)
+{
+	return bpf_get_current_pid_tgid() >> 32;
+}
+
+/* Report a tracked fd's totals: FILE_CLOSE or NET_CLOSE. Uses the scratch buffer. */
+static __always_inline void emit_close(__s32 fd, struct vigil_fd_stats *stats, __u32 reason)
+{
+	struct vigil_io_close *rec = scratch();
+	if (!rec)
+		return;
+	__u32 kind = stats->type == VIGIL_FD_SOCKET ? VIGIL_NET_CLOSE : VIGIL_FILE_CLOSE;
+	fill_header(&rec->h, kind);
+	rec->fd = fd;
+	rec->reason = reason;
+	__builtin_memcpy(&rec->stats, stats, sizeof(rec->stats));
+	submit(rec, sizeof(*rec), kind);
+}
+
+/* Report a tracked fd being closed, unless it was only inherited and never used. */
+static __always_inline void report_close(__s32 fd, struct vigil_fd_stats *stats, __u32 reason)
+{
+	if ((stats->flags & VIGIL_FD_INHERITED) && stats->reads == 0 && stats->writes == 0)
+		return;
+	emit_close(fd, stats, reason);
+}
+
 /* ---------------------------------------------------------------- process */
 
 SEC("tracepoint/sched/sched_process_exec")
@@ -271,7 +298,8 @@ int sched_process_fork(struct trace_event_raw_sched_process_fork *ctx)
 		struct vigil_fd_stats *st = bpf_map_lookup_elem(&fds, &key);
 		if (!st)
 			continue;
-		struct vigil_fd_stats copy = {.open_id = st->open_id, .type = st->type};
+		struct vigil_fd_stats copy = {
+			.open_id = st->open_id, .type = st->type, .flags = VIGIL_FD_INHERITED};
 		__builtin_memcpy(&copy.addr, &st->addr, sizeof(copy.addr));
 		key.tgid = rec.child_pid;
 		if (bpf_map_update_elem(&fds, &key, &copy, BPF_ANY) != 0)
@@ -292,6 +320,16 @@ int sched_process_exit(void *ctx)
 	/* signal->live is decremented before this tracepoint: 0 means the whole process is gone */
 	if (BPF_CORE_READ(task, signal, live.counter) != 0)
 		return 0;
+	/* what is still open below VIGIL_INHERIT_FDS is reported (or dropped) before the exit */
+	__u32 tgid = current_tgid();
+	for (int fd = 0; fd < VIGIL_INHERIT_FDS; fd++) {
+		struct vigil_fd_key key = {.tgid = tgid, .fd = fd};
+		struct vigil_fd_stats *st = bpf_map_lookup_elem(&fds, &key);
+		if (!st)
+			continue;
+		report_close(fd, st, VIGIL_CLOSE_EXIT);
+		bpf_map_delete_elem(&fds, &key);
+	}
 	struct vigil_exit rec = {};
 	fill_header(&rec.h, VIGIL_EXIT);
 	rec.exit_code = BPF_CORE_READ(task, exit_code);
@@ -305,11 +343,6 @@ static __always_inline long sys_ret(struct trace_event_raw_sys_exit *ctx)
 	long ret = ctx->ret;
 	asm volatile("" : "+r"(ret));
 	return ret;
-}
-
-static __always_inline __u32 current_tgid(void)
-{
-	return bpf_get_current_pid_tgid() >> 32;
 }
 
 /* -------------------------------------------------------------------- cwd */
@@ -350,27 +383,13 @@ int sys_exit_fchdir(struct trace_event_raw_sys_exit *ctx)
 
 /* ------------------------------------------------------------------ files */
 
-/* Report a tracked fd's totals: FILE_CLOSE or NET_CLOSE. Uses the scratch buffer. */
-static __always_inline void emit_close(__s32 fd, struct vigil_fd_stats *stats, __u32 reason)
-{
-	struct vigil_io_close *rec = scratch();
-	if (!rec)
-		return;
-	__u32 kind = stats->type == VIGIL_FD_SOCKET ? VIGIL_NET_CLOSE : VIGIL_FILE_CLOSE;
-	fill_header(&rec->h, kind);
-	rec->fd = fd;
-	rec->reason = reason;
-	__builtin_memcpy(&rec->stats, stats, sizeof(rec->stats));
-	submit(rec, sizeof(*rec), kind);
-}
-
 /* The fd number now names another file: report and forget what it held. */
 static __always_inline void forget_fd(__s32 fd)
 {
 	struct vigil_fd_key key = {.tgid = current_tgid(), .fd = fd};
 	struct vigil_fd_stats *old = bpf_map_lookup_elem(&fds, &key);
 	if (old) {
-		emit_close(fd, old, VIGIL_CLOSE_REPLACED);
+		report_close(fd, old, VIGIL_CLOSE_REPLACED);
 		bpf_map_delete_elem(&fds, &key);
 	}
 }
@@ -381,7 +400,7 @@ static __always_inline void track_fd(__s32 fd, struct vigil_fd_stats *stats)
 	struct vigil_fd_key key = {.tgid = current_tgid(), .fd = fd};
 	struct vigil_fd_stats *old = bpf_map_lookup_elem(&fds, &key);
 	if (old)
-		emit_close(fd, old, VIGIL_CLOSE_REPLACED);
+		report_close(fd, old, VIGIL_CLOSE_REPLACED);
 	if (bpf_map_update_elem(&fds, &key, stats, BPF_ANY) != 0)
 		count_drop(VIGIL_DROP_FD_TABLE_FULL);
 }
@@ -455,7 +474,7 @@ int sys_enter_close(struct trace_event_raw_sys_enter *ctx)
 	struct vigil_fd_stats *stats = bpf_map_lookup_elem(&fds, &key);
 	if (!stats)
 		return 0;
-	emit_close(key.fd, stats, VIGIL_CLOSE_SYSCALL);
+	report_close(key.fd, stats, VIGIL_CLOSE_SYSCALL);
 	bpf_map_delete_elem(&fds, &key);
 	return 0;
 }

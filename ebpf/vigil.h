@@ -199,14 +199,18 @@ struct vigil_fd_stats {
 	__u64 bytes_written;
 	__u64 reads;
 	__u64 writes;
-	__u32 type; /* VIGIL_FD_FILE or VIGIL_FD_SOCKET */
-	__u32 _pad;
+	__u32 type;  /* VIGIL_FD_FILE or VIGIL_FD_SOCKET */
+	__u32 flags; /* VIGIL_FD_INHERITED */
 	struct vigil_sockaddr addr; /* sockets only */
 };
+
+/* vigil_fd_stats.flags: copied from the parent at fork, not opened by this process */
+#define VIGIL_FD_INHERITED (1U << 0)
 
 /* vigil_io_close.reason */
 #define VIGIL_CLOSE_SYSCALL 1  /* close(2) */
 #define VIGIL_CLOSE_REPLACED 2 /* the fd number was reused before we saw a close */
+#define VIGIL_CLOSE_EXIT 3     /* still open when the process exited */
 
 /* A tracked fd was closed: FILE_CLOSE or NET_CLOSE with the totals. */
 struct vigil_io_close {

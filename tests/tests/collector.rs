@@ -146,7 +146,7 @@ fn process_details_are_exact_and_old_processes_are_enriched() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
 
-    let c = Collector::start("");
+    let c = Collector::start(&format!("host_id = \"host-{m}\"\n"));
     let child = Command::new("/bin/sh")
         .args(["-c", &format!("exit 7 # {m}")])
         .current_dir(&cwd)
@@ -176,6 +176,12 @@ fn process_details_are_exact_and_old_processes_are_enriched() {
         Some(std::process::id() as u64)
     );
     assert_eq!(str_at(&launch, "process.source"), "exec");
+    assert_eq!(
+        str_at(&launch, "host_id"),
+        format!("host-{m}"),
+        "configured host_id overrides /etc/machine-id"
+    );
+    assert!(!str_at(&launch, "hostname").is_empty());
     let pid = pid_of(&launch);
     let exit = c.wait_for("child exit", WAIT, |e| {
         is(e, "process", "terminate") && pid_of(e) == pid
@@ -326,6 +332,46 @@ fn tcp_exchange_reports_both_ends_with_exact_bytes_ipv4_and_ipv6() {
     let c = Collector::start("");
     tcp_exchange(&c, "127.0.0.1:0");
     tcp_exchange(&c, "[::1]:0");
+    c.stop();
+}
+
+#[test]
+fn long_lived_flows_report_traffic_at_the_configured_interval() {
+    let c = Collector::start("[network]\nflow_report_interval_secs = 1\n");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let port = client.local_addr().unwrap().port() as u64;
+    let (mut server, _) = listener.accept().unwrap();
+    let me = std::process::id() as u64;
+    let traffic = |what: &str, out: u64| {
+        c.wait_for(what, WAIT, |e| {
+            is(e, "network", "traffic")
+                && pid_of(e) == me
+                && str_at(e, "network.direction") == "outbound"
+                && u64_at(e, "network.src_endpoint.port") == Some(port)
+                && u64_at(e, "network.bytes_out") == Some(out)
+        })
+    };
+    let mut sink = vec![0u8; 1000];
+    client.write_all(&[0u8; 500]).unwrap();
+    server.read_exact(&mut sink[..500]).unwrap();
+    let first = traffic("first interval", 500);
+    client.write_all(&[0u8; 200]).unwrap();
+    server.read_exact(&mut sink[..200]).unwrap();
+    let second = traffic("second interval: the delta only", 200);
+    assert_eq!(
+        str_at(&first, "network.flow_id"),
+        str_at(&second, "network.flow_id")
+    );
+    drop(client);
+    let close = c.wait_for("close with totals", WAIT, |e| {
+        is(e, "network", "close")
+            && pid_of(e) == me
+            && u64_at(e, "network.src_endpoint.port") == Some(port)
+            && str_at(e, "network.direction") == "outbound"
+    });
+    assert_eq!(u64_at(&close, "network.bytes_out"), Some(700));
+    drop(server);
     c.stop();
 }
 

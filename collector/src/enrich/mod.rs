@@ -21,11 +21,6 @@ use procfs::{CgroupPaths, Users};
 use redact::Redactor;
 
 const AT_FDCWD: i32 = -100;
-/// VIGIL_INHERIT_FDS in vigil.h.
-const INHERIT_FDS: i32 = 32;
-
-/// Why a close record was produced, beyond the kernel's own reasons.
-pub const CLOSE_EXIT: u32 = 3;
 
 /// Host identity stamped on every event.
 #[derive(Debug, Clone)]
@@ -63,8 +58,6 @@ struct OpenFd {
     path: Option<String>,
     /// Sockets: accepted (the peer initiated) rather than connected.
     inbound: bool,
-    /// Inherited from the parent at fork rather than opened by this process.
-    inherited: bool,
     /// Bytes already reported by interval traffic events (sockets).
     reported_in: u64,
     reported_out: u64,
@@ -262,14 +255,13 @@ impl Enricher {
                 if let Some(parent_fds) = self.open_fds.get(&rec.h.tgid) {
                     let inherited: HashMap<i32, OpenFd> = parent_fds
                         .iter()
-                        .filter(|(fd, _)| (0..INHERIT_FDS).contains(*fd))
+                        .filter(|(fd, _)| (0..records::INHERIT_FDS).contains(*fd))
                         .map(|(fd, o)| {
                             (
                                 *fd,
                                 OpenFd {
                                     reported_in: 0,
                                     reported_out: 0,
-                                    inherited: true,
                                     ..o.clone()
                                 },
                             )
@@ -426,7 +418,6 @@ impl Enricher {
                     .filter(|o| o.open_id == rec.open_id)
                     .cloned();
                 if let Some(mut copy) = copy {
-                    copy.inherited = false;
                     copy.reported_in = 0;
                     copy.reported_out = 0;
                     self.open_fds
@@ -448,16 +439,10 @@ impl Enricher {
             .get_mut(&tgid)
             .and_then(|fds| fds.remove(&rec.fd))
             .filter(|o| o.open_id == s.open_id);
-        // An fd merely inherited at fork and never used says nothing: every
-        // child of a shell with redirected output would report one.
-        if known.as_ref().is_some_and(|k| k.inherited) && s.bytes_read == 0 && s.bytes_written == 0
-        {
-            return;
-        }
         let reason = match rec.reason {
             records::CLOSE_SYSCALL => "close",
             records::CLOSE_REPLACED => "replaced",
-            CLOSE_EXIT => "exit",
+            records::CLOSE_EXIT => "exit",
             _ => "unknown",
         };
         if rec.h.kind == kind::NET_CLOSE {
@@ -590,7 +575,6 @@ impl Enricher {
                 open_id,
                 path,
                 inbound,
-                inherited: false,
                 reported_in: 0,
                 reported_out: 0,
             },

@@ -10,6 +10,8 @@ use std::mem::size_of;
 use thiserror::Error;
 
 pub const COMM_LEN: usize = 16;
+/// VIGIL_INHERIT_FDS: the kernel copies (at fork) and flushes (at exit) fds below this.
+pub const INHERIT_FDS: i32 = 32;
 
 pub mod kind {
     pub const EXEC: u32 = 1;
@@ -59,6 +61,7 @@ pub const F_CWD_TRUNCATED: u32 = 1 << 2;
 pub const FD_SOCKET: u32 = 2;
 pub const CLOSE_SYSCALL: u32 = 1;
 pub const CLOSE_REPLACED: u32 = 2;
+pub const CLOSE_EXIT: u32 = 3;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -195,7 +198,7 @@ pub struct FdStats {
     pub reads: u64,
     pub writes: u64,
     pub kind: u32,
-    pub _pad: u32,
+    pub flags: u32,
     pub addr: SockAddr,
 }
 
