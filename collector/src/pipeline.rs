@@ -104,7 +104,10 @@ impl Pipeline {
 
     /// Handle every record waiting in the ring buffer, then flush the sink once.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> std::io::Result<()> {
+        let started = Instant::now();
+        let mut n = 0u64;
         while let Some(item) = ring.next() {
+            n += 1;
             match records::decode(&item) {
                 Ok(Record::Exit(exit)) => {
                     // what the process still had open is reported before its exit
@@ -121,6 +124,14 @@ impl Pipeline {
             }
             drop(item);
             self.write_batch()?;
+        }
+        let took = started.elapsed();
+        if took > Duration::from_millis(50) {
+            warn!(
+                records = n,
+                ms = took.as_millis() as u64,
+                "slow drain: the ring buffer may overflow"
+            );
         }
         self.sink.flush()
     }

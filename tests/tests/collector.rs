@@ -219,7 +219,8 @@ fn file_bytes_are_exact_and_missing_files_report_the_error() {
     let cwd = dir.path().canonicalize().unwrap();
     let c = Collector::start("");
     let script = format!(
-        "head -c 12345 /dev/zero > {m}.dat && cat {m}.dat > /dev/null && cat {cwd}/{m}-missing 2>/dev/null; exit 0",
+        "head -c 12345 /dev/zero > {m}.dat && cat {m}.dat > /dev/null && cat {cwd}/{m}-missing 2>/dev/null; \
+         mv {m}.dat {m}.moved && rm {m}.moved; exit 0",
         cwd = cwd.display()
     );
     assert!(Command::new("/bin/sh")
@@ -257,6 +258,20 @@ fn file_bytes_are_exact_and_missing_files_report_the_error() {
     });
     assert_eq!(get(&failed, "file.result").as_i64(), Some(-2));
     assert_eq!(str_at(&failed, "file.error"), "ENOENT");
+
+    let moved = cwd.join(format!("{m}.moved"));
+    let moved = moved.to_str().unwrap();
+    let rename = c.wait_for("rename", WAIT, |e| {
+        is(e, "file", "rename") && str_at(e, "file.path") == path
+    });
+    assert_eq!(str_at(&rename, "file.new_path"), moved);
+    assert_eq!(get(&rename, "file.result").as_i64(), Some(0));
+    assert_eq!(str_at(&rename, "process.comm"), "mv");
+    let delete = c.wait_for("delete", WAIT, |e| {
+        is(e, "file", "delete") && str_at(e, "file.path") == moved
+    });
+    assert_eq!(get(&delete, "file.result").as_i64(), Some(0));
+    assert_eq!(str_at(&delete, "process.comm"), "rm");
     c.stop();
 }
 
