@@ -23,6 +23,17 @@ use crate::source::records::{self, FdKey, IoClose, Record};
 /// load measured here (bench-collector), so it costs latency, not records.
 const BATCH_DELAY: Duration = Duration::from_millis(2);
 
+/// Records handled per drain before the loop serves its timers again.
+const MAX_DRAIN: u64 = 65536;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drained {
+    /// The ring buffer was empty when the drain ended.
+    Empty,
+    /// The drain stopped at MAX_DRAIN with records left.
+    More,
+}
+
 pub struct Intervals {
     pub flow_report: Option<Duration>,
     pub stats: Option<Duration>,
@@ -84,13 +95,16 @@ impl Pipeline {
             tokio::select! {
                 guard = ring.readable_mut() => {
                     let mut guard = guard?;
-                    self.drain(guard.get_inner_mut())?;
-                    guard.clear_ready();
-                    drop(guard);
-                    // The kernel wakes us for the first record after each drain:
-                    // letting records gather for a moment turns a wakeup, a
-                    // drain and a write per event into one per batch.
-                    tokio::time::sleep(BATCH_DELAY).await;
+                    if self.drain(guard.get_inner_mut())? == Drained::Empty {
+                        guard.clear_ready();
+                        drop(guard);
+                        // The kernel wakes us for the first record after each drain:
+                        // letting records gather for a moment turns a wakeup, a
+                        // drain and a write per event into one per batch.
+                        tokio::time::sleep(BATCH_DELAY).await;
+                    }
+                    // else readiness is kept: the kernel only wakes a reader that
+                    // caught up, so the rest must be read without a new wakeup.
                 }
                 _ = flows.tick() => self.report_flows()?,
                 _ = stats.tick() => self.emit_stats()?,
@@ -98,16 +112,27 @@ impl Pipeline {
                 _ = &mut shutdown => break,
             }
         }
-        self.drain(ring.get_mut())?;
+        // what arrived before the signal, bounded in case the load never stops
+        for _ in 0..64 {
+            if self.drain(ring.get_mut())? == Drained::Empty {
+                break;
+            }
+        }
         self.emit_stats()
     }
 
     /// Handle every record waiting in the ring buffer, then flush the sink once.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> std::io::Result<()> {
+    /// Handle what is waiting in the ring buffer, at most MAX_DRAIN records so
+    /// timers and shutdown are served under sustained load; flush the sink once.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> std::io::Result<Drained> {
         let started = Instant::now();
         let mut n = 0u64;
+        let mut outcome = Drained::Empty;
         while let Some(item) = ring.next() {
             n += 1;
+            if n >= MAX_DRAIN {
+                outcome = Drained::More;
+            }
             match records::decode(&item) {
                 Ok(Record::Exit(exit)) => {
                     // what the process still had open is reported before its exit
@@ -124,6 +149,9 @@ impl Pipeline {
             }
             drop(item);
             self.write_batch()?;
+            if outcome == Drained::More {
+                break;
+            }
         }
         let took = started.elapsed();
         if took > Duration::from_millis(50) {
@@ -133,7 +161,8 @@ impl Pipeline {
                 "slow drain: the ring buffer may overflow"
             );
         }
-        self.sink.flush()
+        self.sink.flush()?;
+        Ok(outcome)
     }
 
     fn write_batch(&mut self) -> std::io::Result<()> {
