@@ -245,35 +245,26 @@ impl Pipeline {
         }
         let host = self.enricher.host();
         let now = procfs::boot_now_ns();
-        let ev = Event {
-            kind: EventKind::Collector,
-            class_uid: 0,
-            activity_id: 0,
-            activity_name: "stats".into(),
-            time: procfs::boot_wall_ms() + (now / 1_000_000) as i64,
-            ts_ns: now,
-            host_id: host.host_id.clone(),
-            hostname: host.hostname.clone(),
-            agent_id: None,
-            agent_session: None,
-            process: None,
-            parent_process: None,
-            ancestors: Vec::new(),
-            child_pid: None,
-            exit: None,
-            file: None,
-            network: None,
-            collector: Some(CollectorStats {
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                uptime_secs: self.started.elapsed().as_secs(),
-                events_total: self.counters.events,
-                kernel_drops: drops,
-                kernel_drops_total: total,
-                queue_drops_total: 0,
-                decode_errors_total: self.counters.decode_errors,
-                processes_tracked: self.enricher.processes() as u64,
-            }),
-        };
+        let mut ev = Event::new(
+            EventKind::Collector,
+            0,
+            0,
+            "stats",
+            procfs::boot_wall_ms() + (now / 1_000_000) as i64,
+            now,
+            &host.host_id,
+            &host.hostname,
+        );
+        ev.collector = Some(CollectorStats {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            events_total: self.counters.events,
+            kernel_drops: drops,
+            kernel_drops_total: total,
+            queue_drops_total: 0,
+            decode_errors_total: self.counters.decode_errors,
+            processes_tracked: self.enricher.processes() as u64,
+        });
         self.sink.write(&ev)?;
         self.sink.flush()
     }

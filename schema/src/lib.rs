@@ -88,6 +88,45 @@ pub struct Event {
     pub collector: Option<CollectorStats>,
 }
 
+impl Event {
+    /// An event with its envelope set and every optional section empty.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per envelope field, all required"
+    )]
+    pub fn new(
+        kind: EventKind,
+        class_uid: u32,
+        activity_id: u32,
+        activity_name: &str,
+        time: i64,
+        ts_ns: u64,
+        host_id: &str,
+        hostname: &str,
+    ) -> Event {
+        Event {
+            kind,
+            class_uid,
+            activity_id,
+            activity_name: activity_name.to_string(),
+            time,
+            ts_ns,
+            host_id: host_id.to_string(),
+            hostname: hostname.to_string(),
+            agent_id: None,
+            agent_session: None,
+            process: None,
+            parent_process: None,
+            ancestors: Vec::new(),
+            child_pid: None,
+            exit: None,
+            file: None,
+            network: None,
+            collector: None,
+        }
+    }
+}
+
 /// The acting process, as complete as the collector knows it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Process {

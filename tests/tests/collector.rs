@@ -488,39 +488,28 @@ fn secrets_on_command_lines_never_leave_the_collector() {
     c.stop();
 }
 
-#[test]
-fn invalid_config_names_the_key_and_stops_start_up() {
+/// Start the collector on a config text; it must refuse: exit 2, stderr returned.
+fn refused_config(text: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        "data_dir = \"/tmp\"\n[[agents]]\nname = \"x\"\ncmdline = \"(\"\n",
-    )
-    .unwrap();
+    std::fs::write(&path, text).unwrap();
     let out = Command::new(vigil_e2e::workspace_bin("vigil-collector"))
         .arg("--config")
         .arg(&path)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "config accepted: {text}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn invalid_config_names_the_key_and_stops_start_up() {
+    let stderr = refused_config("data_dir = \"/tmp\"\n[[agents]]\nname = \"x\"\ncmdline = \"(\"\n");
     assert!(
         stderr.contains("agents[0].cmdline") && stderr.contains("regex"),
         "{stderr}"
     );
-
-    std::fs::write(
-        &path,
-        "data_dir = \"/tmp\"\n[bpf]\nring_bufer_bytes = 4096\n",
-    )
-    .unwrap();
-    let out = Command::new(vigil_e2e::workspace_bin("vigil-collector"))
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused_config("data_dir = \"/tmp\"\n[bpf]\nring_bufer_bytes = 4096\n");
     assert!(
         stderr.contains("ring_bufer_bytes") && stderr.contains("line 3"),
         "{stderr}"

@@ -153,26 +153,16 @@ impl Enricher {
         h: &Header,
         pid: u32,
     ) -> Event {
-        let mut ev = Event {
+        let mut ev = Event::new(
             kind,
             class_uid,
             activity_id,
-            activity_name: activity_name.to_string(),
-            time: self.boot_wall_ms + (h.ts_ns / 1_000_000) as i64,
-            ts_ns: h.ts_ns,
-            host_id: self.host.host_id.clone(),
-            hostname: self.host.hostname.clone(),
-            agent_id: None,
-            agent_session: None,
-            process: None,
-            parent_process: None,
-            ancestors: Vec::new(),
-            child_pid: None,
-            exit: None,
-            file: None,
-            network: None,
-            collector: None,
-        };
+            activity_name,
+            self.boot_wall_ms + (h.ts_ns / 1_000_000) as i64,
+            h.ts_ns,
+            &self.host.host_id,
+            &self.host.hostname,
+        );
         if let Some(entry) = self.table.get(pid) {
             let d = self.table.describe(
                 entry,
