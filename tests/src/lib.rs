@@ -52,7 +52,13 @@ impl Collector {
     pub fn start(config: &str) -> Collector {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("collector.toml");
-        let config = format!("data_dir = \"{}\"\n{config}", dir.path().display());
+        // stats every second: a failing test then shows whether the kernel dropped records
+        let stats = if config.contains("[stats]") {
+            ""
+        } else {
+            "[stats]\ninterval_secs = 1\n"
+        };
+        let config = format!("data_dir = \"{}\"\n{config}\n{stats}", dir.path().display());
         std::fs::write(&path, config).expect("write config");
         let mut child = Command::new(workspace_bin("vigil-collector"))
             .arg("--config")
@@ -159,41 +165,24 @@ impl Collector {
             let seen = self.events.lock().unwrap().len();
             assert!(
                 Instant::now() < deadline,
-                "no event for {what} within {timeout:?} ({seen} events seen); stderr:\n{}",
+                "no event for {what} within {timeout:?} ({seen} events seen; last counters: {}); stderr:\n{}",
+                self.last_stats(),
                 self.stderr()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    /// Wait until `n` events satisfy `pred`, and return them.
-    pub fn wait_for_n(
-        &self,
-        what: &str,
-        n: usize,
-        timeout: Duration,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Vec<Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let found: Vec<Value> = self
-                .events
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|v| pred(v))
-                .cloned()
-                .collect();
-            if found.len() >= n {
-                return found;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {n} events for {what} within {timeout:?}: {found:#?}",
-                found.len()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    /// The collector's latest self-report (drop counters), as JSON text.
+    pub fn last_stats(&self) -> String {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|e| e["kind"] == "collector")
+            .map(|e| e["collector"].to_string())
+            .unwrap_or_else(|| "none yet".into())
     }
 
     /// SIGINT, wait for exit, return every event.

@@ -347,7 +347,25 @@ fn tcp_exchange_reports_both_ends_with_exact_bytes_ipv4_and_ipv6() {
     let c = Collector::start("");
     tcp_exchange(&c, "127.0.0.1:0");
     tcp_exchange(&c, "[::1]:0");
-    c.stop();
+    // at exit the collector reports its counters, drops included
+    let events = c.stop();
+    let last = events
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == "collector")
+        .expect("a final collector event");
+    assert!(
+        u64_at(last, "collector.events_total").unwrap() > 0,
+        "{last:#}"
+    );
+    assert!(
+        get(last, "collector.kernel_drops").get("exec").is_some(),
+        "{last:#}"
+    );
+    assert!(
+        u64_at(last, "collector.kernel_drops_total").is_some(),
+        "{last:#}"
+    );
 }
 
 #[test]
