@@ -14,7 +14,7 @@ use tokio::io::Interest;
 use tracing::{error, warn};
 use vigil_schema::{CollectorStats, Event, EventKind};
 
-use crate::enrich::{procfs, Enricher};
+use crate::enrich::{procfs, Enricher, Output};
 use crate::sink::stdout::StdoutSink;
 use crate::source::bpf::BpfSource;
 use crate::source::records::{self, FdKey, IoClose, Record};
@@ -53,7 +53,7 @@ pub struct Pipeline {
     sink: StdoutSink,
     counters: Counters,
     started: Instant,
-    batch: Vec<Event>,
+    batch: Vec<Output>,
 }
 
 fn tick(every: Option<Duration>) -> tokio::time::Interval {
@@ -265,7 +265,7 @@ impl Pipeline {
             decode_errors_total: self.counters.decode_errors,
             processes_tracked: self.enricher.processes() as u64,
         });
-        self.sink.write(&ev)?;
+        self.sink.write_event(&ev)?;
         self.sink.flush()
     }
 }

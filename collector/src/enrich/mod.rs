@@ -12,8 +12,14 @@ pub mod redact;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
+use std::sync::Arc;
 
-use vigil_schema::{ocsf, Endpoint, Event, EventKind, ExitStatus, FileActivity, NetworkActivity};
+use serde::Serialize;
+
+use vigil_schema::{
+    ocsf, Endpoint, Event, EventKind, ExitStatus, FileActivity, NetworkActivity, Process,
+    ProcessRef,
+};
 
 use crate::source::records::{self, kind, Header, IoClose, Record, SockAddr};
 use process_table::{ProcEntry, ProcessTable, Source};
@@ -63,8 +69,36 @@ struct OpenFd {
     reported_out: u64,
 }
 
+/// One event ready for a sink: the event's own fields, and the JSON of its
+/// process context (`agent_id`, `agent_session`, `process`, `parent_process`,
+/// `ancestors`), rendered once per process and shared by all its events.
+pub struct Output {
+    pub event: Event,
+    pub context: Option<Arc<str>>,
+}
+
+/// The process context as it appears in an event's JSON.
+#[derive(Serialize)]
+struct ContextView<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_session: Option<&'a str>,
+    process: &'a Process,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent_process: Option<&'a ProcessRef>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    ancestors: &'a [ProcessRef],
+}
+
+/// Rendered contexts stay valid until any process changes (exec, exit, chdir,
+/// a process added late): then `generation` moves on and they are re-rendered.
+const CONTEXT_CACHE_MAX: usize = 4096;
+
 pub struct Enricher {
     host: Host,
+    generation: u64,
+    contexts: HashMap<(u32, u32), (u64, Arc<str>)>,
     boot_wall_ms: i64,
     table: ProcessTable,
     redactor: Redactor,
@@ -77,6 +111,8 @@ impl Enricher {
     pub fn new(host: Host, table: ProcessTable, redactor: Redactor) -> Self {
         Self {
             host,
+            generation: 0,
+            contexts: HashMap::new(),
             boot_wall_ms: procfs::boot_wall_ms(),
             table,
             redactor,
@@ -142,18 +178,19 @@ impl Enricher {
             });
         self.fill_ids(&mut e);
         self.table.seed(vec![e]);
+        self.invalidate();
     }
 
     fn event(
-        &self,
+        &mut self,
         kind: EventKind,
         class_uid: u32,
         activity_id: u32,
         activity_name: &str,
         h: &Header,
         pid: u32,
-    ) -> Event {
-        let mut ev = Event::new(
+    ) -> Output {
+        let event = Event::new(
             kind,
             class_uid,
             activity_id,
@@ -163,25 +200,47 @@ impl Enricher {
             &self.host.host_id,
             &self.host.hostname,
         );
-        if let Some(entry) = self.table.get(pid) {
-            let d = self.table.describe(
-                entry,
-                if pid == h.tgid { h.tid } else { pid },
-                self.boot_wall_ms,
-            );
-            ev.process = Some(d.process);
-            ev.parent_process = d.parent;
-            ev.ancestors = d.ancestors;
-            if let Some(agent) = d.agent {
-                ev.agent_id = Some(agent.agent_id.clone());
-                ev.agent_session = Some(agent.session.clone());
+        let tid = if pid == h.tgid { h.tid } else { pid };
+        Output {
+            event,
+            context: self.context(pid, tid),
+        }
+    }
+
+    /// The rendered context of a process (thread), from the cache when nothing changed.
+    fn context(&mut self, pid: u32, tid: u32) -> Option<Arc<str>> {
+        if let Some((generation, json)) = self.contexts.get(&(pid, tid)) {
+            if *generation == self.generation {
+                return Some(json.clone());
             }
         }
-        ev
+        let entry = self.table.get(pid)?;
+        let d = self.table.describe(entry, tid, self.boot_wall_ms);
+        let view = ContextView {
+            agent_id: d.agent.as_ref().map(|a| a.agent_id.as_str()),
+            agent_session: d.agent.as_ref().map(|a| a.session.as_str()),
+            process: &d.process,
+            parent_process: d.parent.as_ref(),
+            ancestors: &d.ancestors,
+        };
+        let json = serde_json::to_string(&view).expect("context serialises");
+        // keep the members only: the sink splices them into the event object
+        let json: Arc<str> = json[1..json.len() - 1].into();
+        if self.contexts.len() >= CONTEXT_CACHE_MAX {
+            self.contexts.clear();
+        }
+        self.contexts
+            .insert((pid, tid), (self.generation, json.clone()));
+        Some(json)
+    }
+
+    /// A process changed: every rendered context may be stale.
+    fn invalidate(&mut self) {
+        self.generation += 1;
     }
 
     /// Turn one kernel record into zero or more events.
-    pub fn handle(&mut self, rec: &Record<'_>, out: &mut Vec<Event>) {
+    pub fn handle(&mut self, rec: &Record<'_>, out: &mut Vec<Output>) {
         match rec {
             Record::Exec {
                 rec,
@@ -221,6 +280,7 @@ impl Enricher {
                     parent_uid_exec: String::new(),
                 };
                 self.fill_ids(&mut e);
+                self.invalidate();
                 if self.table.get(rec.ppid).is_none() && rec.ppid != 0 {
                     let parent = Header {
                         tgid: rec.ppid,
@@ -267,7 +327,7 @@ impl Enricher {
                     &rec.h,
                     rec.child_pid,
                 );
-                ev.child_pid = Some(rec.child_pid);
+                ev.event.child_pid = Some(rec.child_pid);
                 out.push(ev);
             }
             Record::Exit(rec) => {
@@ -282,7 +342,7 @@ impl Enricher {
                     &rec.h,
                     rec.h.tgid,
                 );
-                ev.exit = Some(ExitStatus {
+                ev.event.exit = Some(ExitStatus {
                     code: (signal == 0).then_some(((status >> 8) & 0xff) as i32),
                     signal: (signal != 0).then_some(signal),
                     status,
@@ -290,10 +350,12 @@ impl Enricher {
                 out.push(ev);
                 self.table.remove(rec.h.tgid);
                 self.open_fds.remove(&rec.h.tgid);
+                self.invalidate();
             }
             Record::Chdir { rec, cwd } => {
                 if let Some(p) = self.table.get_mut(rec.h.tgid) {
                     p.cwd = records::dpath(cwd);
+                    self.invalidate();
                 }
             }
             Record::FileOpen { rec, path } => {
@@ -316,7 +378,7 @@ impl Enricher {
                     &rec.h,
                     rec.h.tgid,
                 );
-                ev.file = Some(FileActivity {
+                ev.event.file = Some(FileActivity {
                     path,
                     fd: (rec.ret >= 0).then_some(rec.ret as i32),
                     flags: Some(rec.flags),
@@ -338,7 +400,7 @@ impl Enricher {
                     &rec.h,
                     rec.h.tgid,
                 );
-                ev.file = Some(FileActivity {
+                ev.event.file = Some(FileActivity {
                     path,
                     result: Some(rec.ret),
                     error: errno_name(rec.ret),
@@ -358,7 +420,7 @@ impl Enricher {
                     &rec.h,
                     rec.h.tgid,
                 );
-                ev.file = Some(FileActivity {
+                ev.event.file = Some(FileActivity {
                     path,
                     new_path: Some(new_path),
                     result: Some(rec.ret),
@@ -397,7 +459,7 @@ impl Enricher {
                 );
                 net.result = Some(rec.ret);
                 net.error = if ok { None } else { errno_name(rec.ret) };
-                ev.network = Some(net);
+                ev.event.network = Some(net);
                 out.push(ev);
             }
             Record::FdDup(rec) => {
@@ -420,7 +482,7 @@ impl Enricher {
         }
     }
 
-    fn close(&mut self, rec: &IoClose, out: &mut Vec<Event>) {
+    fn close(&mut self, rec: &IoClose, out: &mut Vec<Output>) {
         self.ensure(&rec.h);
         let tgid = rec.h.tgid;
         let s = &rec.stats;
@@ -456,7 +518,7 @@ impl Enricher {
             net.packets_in = Some(s.reads);
             net.packets_out = Some(s.writes);
             net.close_reason = Some(reason.to_string());
-            ev.network = Some(net);
+            ev.event.network = Some(net);
             out.push(ev);
         } else {
             let mut ev = self.event(
@@ -467,7 +529,7 @@ impl Enricher {
                 &rec.h,
                 tgid,
             );
-            ev.file = Some(FileActivity {
+            ev.event.file = Some(FileActivity {
                 path: known
                     .and_then(|k| k.path)
                     .unwrap_or_else(|| format!("fd:{}", rec.fd)),
@@ -490,7 +552,7 @@ impl Enricher {
         fd: i32,
         stats: &records::FdStats,
         now_ns: u64,
-    ) -> Option<Event> {
+    ) -> Option<Output> {
         let open = self.open_fds.get_mut(&tgid)?.get_mut(&fd)?;
         if open.open_id != stats.open_id {
             return None;
@@ -528,7 +590,7 @@ impl Enricher {
         );
         net.bytes_in = Some(d_in);
         net.bytes_out = Some(d_out);
-        ev.network = Some(net);
+        ev.event.network = Some(net);
         Some(ev)
     }
 
@@ -548,6 +610,8 @@ impl Enricher {
     pub fn forget_dead(&mut self) -> usize {
         let n = self.table.retain_alive(procfs::is_alive);
         self.open_fds.retain(|tgid, _| procfs::is_alive(*tgid));
+        self.contexts.clear();
+        self.invalidate();
         n
     }
 
@@ -701,6 +765,107 @@ fn open_flags(flags: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn header(kind: u32, tgid: u32) -> Header {
+        Header {
+            ts_ns: 1_000_000,
+            cgroup_id: 0,
+            kind,
+            tgid,
+            tid: tgid,
+            data_len: 0,
+            comm: [0; 16],
+        }
+    }
+
+    fn open_record(tgid: u32) -> records::FileOpen {
+        records::FileOpen {
+            h: header(kind::FILE_OPEN, tgid),
+            ret: -2,
+            open_id: 1,
+            flags: 0,
+            mode: 0,
+            dfd: AT_FDCWD,
+            path_len: 1,
+            _pad: 0,
+        }
+    }
+
+    fn enricher() -> Enricher {
+        let host = Host {
+            host_id: "h".into(),
+            hostname: "n".into(),
+        };
+        let table = ProcessTable::new("h".into(), 4, agents::AgentMatcher::default());
+        Enricher::new(host, table, Redactor::new(&[], &[]).unwrap())
+    }
+
+    fn context_of(out: &Output) -> serde_json::Value {
+        serde_json::from_str(&format!("{{{}}}", out.context.as_deref().unwrap())).unwrap()
+    }
+
+    #[test]
+    fn rendered_context_follows_exec_and_chdir() {
+        let mut e = enricher();
+        let pid = 4_000_000; // no such process: everything comes from records
+        let exec = records::Exec {
+            h: header(kind::EXEC, pid),
+            start_boottime_ns: 5,
+            ppid: 0,
+            uid: 0,
+            gid: 0,
+            flags: 0,
+            exe_len: 0,
+            cwd_len: 0,
+            args_len: 0,
+            _pad: 0,
+        };
+        let mut out = Vec::new();
+        e.handle(
+            &Record::Exec {
+                rec: exec,
+                exe: b"sh\0bin\0",
+                cwd: b"tmp\0",
+                args: b"sh\0-c\0",
+            },
+            &mut out,
+        );
+        e.handle(
+            &Record::FileOpen {
+                rec: open_record(pid),
+                path: b"a",
+            },
+            &mut out,
+        );
+        assert_eq!(context_of(&out[1])["process"]["cwd"], "/tmp");
+        assert_eq!(out[1].event.file.as_ref().unwrap().path, "/tmp/a");
+        let chdir = records::Chdir {
+            h: header(kind::CHDIR, pid),
+            flags: 0,
+            cwd_len: 0,
+            _pad: 0,
+        };
+        e.handle(
+            &Record::Chdir {
+                rec: chdir,
+                cwd: b"v\0var\0",
+            },
+            &mut out,
+        );
+        e.handle(
+            &Record::FileOpen {
+                rec: open_record(pid),
+                path: b"a",
+            },
+            &mut out,
+        );
+        assert_eq!(context_of(&out[2])["process"]["cwd"], "/var/v");
+        assert_eq!(out[2].event.file.as_ref().unwrap().path, "/var/v/a");
+        assert_eq!(
+            context_of(&out[2])["process"]["args"],
+            serde_json::json!(["sh", "-c"])
+        );
+    }
 
     #[test]
     fn joins_relative_paths() {
