@@ -277,15 +277,7 @@ fn synthetic_close(tgid: u32, fd: i32, stats: records::FdStats, ts_ns: u64) -> I
         records::kind::FILE_CLOSE
     };
     IoClose {
-        h: records::Header {
-            ts_ns,
-            cgroup_id: 0,
-            kind,
-            tgid,
-            tid: tgid,
-            data_len: 0,
-            comm: [0; 16],
-        },
+        h: records::Header::synthetic(kind, tgid, ts_ns),
         fd,
         reason: records::CLOSE_EXIT,
         stats,

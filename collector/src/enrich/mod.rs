@@ -565,15 +565,7 @@ impl Enricher {
         open.reported_in = stats.bytes_read;
         open.reported_out = stats.bytes_written;
         let inbound = open.inbound;
-        let h = Header {
-            ts_ns: now_ns,
-            cgroup_id: 0,
-            kind: kind::NET_CLOSE,
-            tgid,
-            tid: tgid,
-            data_len: 0,
-            comm: [0; 16],
-        };
+        let h = Header::synthetic(kind::NET_CLOSE, tgid, now_ns);
         let mut ev = self.event(
             EventKind::Network,
             ocsf::CLASS_NETWORK_ACTIVITY,
@@ -767,15 +759,7 @@ mod tests {
     use super::*;
 
     fn header(kind: u32, tgid: u32) -> Header {
-        Header {
-            ts_ns: 1_000_000,
-            cgroup_id: 0,
-            kind,
-            tgid,
-            tid: tgid,
-            data_len: 0,
-            comm: [0; 16],
-        }
+        Header::synthetic(kind, tgid, 1_000_000)
     }
 
     fn open_record(tgid: u32) -> records::FileOpen {

@@ -75,6 +75,22 @@ pub struct Header {
     pub comm: [u8; COMM_LEN],
 }
 
+impl Header {
+    /// A header for a record user space makes itself (flushes, interval
+    /// reports): no comm or cgroup, the thread is the process.
+    pub fn synthetic(kind: u32, tgid: u32, ts_ns: u64) -> Header {
+        Header {
+            ts_ns,
+            cgroup_id: 0,
+            kind,
+            tgid,
+            tid: tgid,
+            data_len: 0,
+            comm: [0; COMM_LEN],
+        }
+    }
+}
+
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct Exec {
