@@ -11,8 +11,9 @@
  * arguments come from the user registers saved at entry (bpf_task_pt_regs),
  * so no enter probe or per-thread map is needed (close is seen at entry).
  * Bytes read and written are summed per (tgid, fd) in `fds` and reported
- * when the fd is closed; user space flushes the rest when a process exits and
- * reads long-lived sockets at an interval.
+ * when the fd is closed, dup'd over, or (fds below VIGIL_INHERIT_FDS) when
+ * the process exits; user space flushes higher fds at exit and reads
+ * long-lived sockets at an interval.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
