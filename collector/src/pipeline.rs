@@ -44,7 +44,15 @@ pub struct Intervals {
 struct Counters {
     events: u64,
     decode_errors: u64,
+    /// Drains over SLOW_DRAIN since the last warning, and when that was.
+    slow_drains: u64,
+    slow_warned: Option<Instant>,
 }
+
+/// A drain longer than this is counted; the warning is at most once a minute,
+/// since under sustained load every bounded drain takes about this long.
+const SLOW_DRAIN: Duration = Duration::from_millis(50);
+const SLOW_WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Everything the loop mutates except the ring buffer itself.
 pub struct Pipeline {
@@ -154,12 +162,19 @@ impl Pipeline {
             }
         }
         let took = started.elapsed();
-        if took > Duration::from_millis(50) {
-            warn!(
-                records = n,
-                ms = took.as_millis() as u64,
-                "slow drain: the ring buffer may overflow"
-            );
+        if took > SLOW_DRAIN {
+            let c = &mut self.counters;
+            c.slow_drains += 1;
+            if c.slow_warned.is_none_or(|t| t.elapsed() > SLOW_WARN_EVERY) {
+                warn!(
+                    records = n,
+                    ms = took.as_millis() as u64,
+                    slow_drains = c.slow_drains,
+                    "slow drains: the ring buffer may overflow"
+                );
+                c.slow_drains = 0;
+                c.slow_warned = Some(Instant::now());
+            }
         }
         self.sink.flush()?;
         Ok(outcome)
