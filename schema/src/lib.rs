@@ -38,6 +38,24 @@ impl EventKind {
         EventKind::Collector,
     ];
 
+    /// The kind's number in the spool's record header (schema/README.md).
+    pub fn code(self) -> u8 {
+        match self {
+            EventKind::Process => 1,
+            EventKind::File => 2,
+            EventKind::Network => 3,
+            EventKind::Collector => 4,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.code() == code)
+    }
+
+    pub fn from_name(name: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Process => "process",
@@ -86,6 +104,9 @@ pub struct Event {
     pub network: Option<NetworkActivity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collector: Option<CollectorStats>,
+    /// Collector `loss` events: batches the spool had to evict unshipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<LossReport>,
 }
 
 impl Event {
@@ -123,8 +144,34 @@ impl Event {
             file: None,
             network: None,
             collector: None,
+            loss: None,
         }
     }
+
+    /// Fill the process context fields from a shared context.
+    pub fn set_context(&mut self, context: &ProcessContext) {
+        self.agent_id.clone_from(&context.agent_id);
+        self.agent_session.clone_from(&context.agent_session);
+        self.process = Some(context.process.clone());
+        self.parent_process.clone_from(&context.parent_process);
+        self.ancestors.clone_from(&context.ancestors);
+    }
+}
+
+/// Who did it: the part of an event that is the same for every event of one
+/// process (thread) until it changes, so the collector builds it once and
+/// shares it. Its fields are the [`Event`] fields of the same names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessContext {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_session: Option<String>,
+    pub process: Process,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_process: Option<ProcessRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<ProcessRef>,
 }
 
 /// The acting process, as complete as the collector knows it.
@@ -262,4 +309,41 @@ pub struct CollectorStats {
     pub queue_drops_total: u64,
     pub decode_errors_total: u64,
     pub processes_tracked: u64,
+    /// Transport counters (zero when events only go to stdout).
+    #[serde(default)]
+    pub transport: TransportStats,
+}
+
+/// The batch transport's counters: spool and Kafka shipping.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TransportStats {
+    pub batches_spooled: u64,
+    pub events_spooled: u64,
+    pub batches_shipped: u64,
+    pub events_shipped: u64,
+    /// Bytes in the spool's segment files now.
+    pub spool_bytes: u64,
+    /// Batches and events evicted unshipped because the spool was full.
+    pub evicted_batches: u64,
+    pub evicted_events: u64,
+    /// Spool records skipped because their checksum did not match.
+    pub corrupt_records: u64,
+    /// Messages handed to the Kafka producer and not yet acknowledged.
+    pub producer_queue: u64,
+}
+
+/// Batches evicted from the spool before they were shipped: a known gap in
+/// one kind's sequence, reported by a collector `loss` event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LossReport {
+    /// The event kind whose batches were lost.
+    pub lost_kind: String,
+    /// First and last lost sequence number of that kind, inclusive: the
+    /// spool is one ordered log, so what one eviction loses is contiguous.
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub batches: u64,
+    pub events: u64,
+    /// Why: `spool_full`.
+    pub reason: String,
 }
