@@ -587,9 +587,7 @@ impl<'a> Columns<'a> {
         &self,
         column: &'static str,
     ) -> Result<Prim<'a, T>, DecodeError> {
-        Ok(Prim(
-            self.typed::<arrow_array::PrimitiveArray<T>>(column)?,
-        ))
+        Ok(Prim(self.typed::<arrow_array::PrimitiveArray<T>>(column)?))
     }
     fn bool(&self, column: &'static str) -> Result<&'a BooleanArray, DecodeError> {
         self.typed::<BooleanArray>(column)
