@@ -17,7 +17,7 @@ pub struct Config {
     /// Identity of this host in every event. Default: /etc/machine-id.
     #[serde(default)]
     pub host_id: Option<String>,
-    /// Where the collector keeps its state (the spool in later versions).
+    /// Where the collector keeps its state: the spool is `<data_dir>/spool`.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
     /// How many ancestors above the parent each event carries.
@@ -28,7 +28,17 @@ pub struct Config {
     #[serde(default)]
     pub network: NetworkConfig,
     #[serde(default)]
-    pub stats: StatsConfig,
+    pub heartbeat: HeartbeatConfig,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    /// Ship batches to Kafka. Absent: batches stay in the spool (the
+    /// embedded single-host default, read by the local detector).
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Desktop AI agents whose process trees are attributed.
     #[serde(default)]
     pub agents: Vec<AgentConfig>,
@@ -57,10 +67,106 @@ pub struct NetworkConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StatsConfig {
-    /// A `collector` event with drop counters is emitted at this interval (0: only at exit).
-    #[serde(default = "default_stats_interval_secs")]
+pub struct HeartbeatConfig {
+    /// A `collector` heartbeat (version, uptime, counters) is emitted at
+    /// this interval, so a silent host can be told from a quiet one (0: only at exit).
+    #[serde(default = "default_heartbeat_interval_secs")]
     pub interval_secs: u64,
+}
+
+/// How events are gathered into batches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// `arrow` (Arrow IPC stream per batch) or `json` (one object per message).
+    #[serde(default)]
+    pub encoding: BatchEncoding,
+    /// A batch is closed at this many events...
+    #[serde(default = "default_batch_max_events")]
+    pub max_events: usize,
+    /// ...or at about this many bytes before compression...
+    #[serde(default = "default_batch_max_bytes")]
+    pub max_bytes: usize,
+    /// ...or this long after its first event.
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+    /// Compression of Arrow IPC buffers: `zstd`, `lz4` or `none`.
+    #[serde(default)]
+    pub compression: IpcCompression,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchEncoding {
+    #[default]
+    Arrow,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IpcCompression {
+    #[default]
+    Zstd,
+    Lz4,
+    None,
+}
+
+/// The on-disk spool every batch passes through.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Bound on the spool; beyond it the oldest unshipped batches are evicted (and counted).
+    #[serde(default = "default_spool_max_bytes")]
+    pub max_bytes: u64,
+    /// Size of one segment file.
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+    /// `always` (every batch), `interval` (every `fsync_interval_ms`) or `never` (the kernel decides).
+    #[serde(default)]
+    pub fsync: FsyncPolicy,
+    #[serde(default = "default_fsync_interval_ms")]
+    pub fsync_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    Always,
+    #[default]
+    Interval,
+    Never,
+}
+
+/// The Kafka producer. Keys other than those below are librdkafka
+/// properties, passed through as they are (`"security.protocol" = "ssl"`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port[,host:port]`.
+    pub brokers: String,
+    /// Topic per event kind; kinds not named use `topic_prefix` + kind.
+    #[serde(default)]
+    pub topics: std::collections::BTreeMap<String, String>,
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// Create missing topics (at start and whenever the broker lost them).
+    #[serde(default = "default_true")]
+    pub create_topics: bool,
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: i32,
+    /// librdkafka properties.
+    #[serde(flatten)]
+    pub properties: std::collections::BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Prometheus endpoint (`/metrics`); empty disables it. Loopback by default.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
 }
 
 /// One desktop agent. Every matcher given must match the exec'd process.
@@ -110,8 +216,41 @@ fn default_fd_table_entries() -> u32 {
 fn default_flow_report_interval_secs() -> u64 {
     30
 }
-fn default_stats_interval_secs() -> u64 {
-    60
+fn default_heartbeat_interval_secs() -> u64 {
+    30
+}
+fn default_batch_max_events() -> usize {
+    8192
+}
+fn default_batch_max_bytes() -> usize {
+    4 << 20
+}
+fn default_flush_interval_ms() -> u64 {
+    250
+}
+fn default_spool_max_bytes() -> u64 {
+    1 << 30
+}
+fn default_segment_bytes() -> u64 {
+    16 << 20
+}
+fn default_fsync_interval_ms() -> u64 {
+    1000
+}
+fn default_topic_prefix() -> String {
+    "vigil.events.".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_partitions() -> i32 {
+    3
+}
+fn default_replication_factor() -> i32 {
+    1
+}
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9464".into()
 }
 
 impl Default for BpfConfig {
@@ -129,11 +268,69 @@ impl Default for NetworkConfig {
         }
     }
 }
-impl Default for StatsConfig {
+impl Default for HeartbeatConfig {
     fn default() -> Self {
         Self {
-            interval_secs: default_stats_interval_secs(),
+            interval_secs: default_heartbeat_interval_secs(),
         }
+    }
+}
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            encoding: BatchEncoding::default(),
+            max_events: default_batch_max_events(),
+            max_bytes: default_batch_max_bytes(),
+            flush_interval_ms: default_flush_interval_ms(),
+            compression: IpcCompression::default(),
+        }
+    }
+}
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_spool_max_bytes(),
+            segment_bytes: default_segment_bytes(),
+            fsync: FsyncPolicy::default(),
+            fsync_interval_ms: default_fsync_interval_ms(),
+        }
+    }
+}
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+impl Config {
+    pub fn spool_dir(&self) -> PathBuf {
+        self.data_dir.join("spool")
+    }
+}
+
+impl KafkaConfig {
+    /// The topic of one event kind.
+    pub fn topic(&self, kind: vigil_schema::EventKind) -> String {
+        self.topics
+            .get(kind.as_str())
+            .cloned()
+            .unwrap_or_else(|| format!("{}{}", self.topic_prefix, kind.as_str()))
+    }
+
+    /// The passed-through librdkafka properties as strings.
+    pub fn rdkafka_properties(&self) -> Vec<(String, String)> {
+        self.properties
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), v)
+            })
+            .collect()
     }
 }
 
@@ -231,6 +428,91 @@ impl Config {
         }
         if self.bpf.fd_table_entries == 0 {
             bad("bpf.fd_table_entries".into(), "must be at least 1".into());
+        }
+
+        let b = &self.batch;
+        if b.max_events == 0 {
+            bad("batch.max_events".into(), "must be at least 1".into());
+        }
+        if b.max_bytes < 1024 {
+            bad(
+                "batch.max_bytes".into(),
+                format!("must be at least 1024, got {}", b.max_bytes),
+            );
+        }
+        if b.flush_interval_ms == 0 || b.flush_interval_ms > 60_000 {
+            bad(
+                "batch.flush_interval_ms".into(),
+                format!("must be 1 to 60000, got {}", b.flush_interval_ms),
+            );
+        }
+        let sp = &self.spool;
+        if sp.segment_bytes < 64 << 10 {
+            bad(
+                "spool.segment_bytes".into(),
+                format!("must be at least 65536, got {}", sp.segment_bytes),
+            );
+        }
+        if sp.max_bytes < 2 * sp.segment_bytes {
+            bad(
+                "spool.max_bytes".into(),
+                format!(
+                    "must hold at least two segments ({}), got {}",
+                    2 * sp.segment_bytes,
+                    sp.max_bytes
+                ),
+            );
+        }
+        if sp.fsync == FsyncPolicy::Interval && sp.fsync_interval_ms == 0 {
+            bad(
+                "spool.fsync_interval_ms".into(),
+                "must be at least 1 (or use fsync = \"always\")".into(),
+            );
+        }
+        if let Some(k) = &self.kafka {
+            if k.brokers.trim().is_empty() {
+                bad("kafka.brokers".into(), "must not be empty".into());
+            }
+            for name in k.topics.keys() {
+                if vigil_schema::EventKind::from_name(name).is_none() {
+                    bad(
+                        format!("kafka.topics.{name}"),
+                        format!(
+                            "unknown event kind; known: {}",
+                            vigil_schema::EventKind::ALL.map(|k| k.as_str()).join(", ")
+                        ),
+                    );
+                }
+            }
+            if k.partitions < 1 {
+                bad("kafka.partitions".into(), "must be at least 1".into());
+            }
+            if k.replication_factor < 1 {
+                bad(
+                    "kafka.replication_factor".into(),
+                    "must be at least 1".into(),
+                );
+            }
+            for (key, value) in &k.properties {
+                if matches!(value, toml::Value::Table(_) | toml::Value::Array(_)) {
+                    bad(
+                        format!("kafka.{key}"),
+                        "librdkafka properties are strings, numbers or booleans".into(),
+                    );
+                }
+            }
+        }
+        if !self.metrics.listen.is_empty() {
+            match self.metrics.listen.parse::<std::net::SocketAddr>() {
+                Err(e) => bad(
+                    "metrics.listen".into(),
+                    format!("must be ip:port, got {:?} ({e})", self.metrics.listen),
+                ),
+                Ok(addr) if !addr.ip().is_loopback() => {
+                    tracing::warn!(%addr, "metrics.listen is not a loopback address: metrics are reachable from the network")
+                }
+                Ok(_) => {}
+            }
         }
 
         let mut names = std::collections::HashSet::new();

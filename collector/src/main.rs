@@ -2,30 +2,42 @@
 //!
 //! Wiring only: parse flags, load and validate the config, load the BPF
 //! programs, seed the process table from /proc, then run the pipeline
-//! (source → enrich → sink) until SIGINT or SIGTERM.
+//! (source → enrich → sinks) until SIGINT or SIGTERM. Batches go through the
+//! spool (a writer thread) and, with `[kafka]`, to the broker (the shipper
+//! thread, which also serves the metrics).
 
 mod config;
 mod enrich;
+mod metrics;
 mod pipeline;
+mod ship;
 mod sink;
 mod source;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
-use tracing::info;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::sync::{watch, Notify};
+use tracing::{error, info};
 
-use config::Config;
+use config::{Config, FsyncPolicy};
 use enrich::agents::AgentMatcher;
 use enrich::process_table::ProcessTable;
 use enrich::redact::Redactor;
 use enrich::{Enricher, Host};
+use metrics::Metrics;
+use ship::kafka::Shipper;
+use sink::batch::Batcher;
+use sink::spool::SpoolThread;
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
+    /// Batches into the spool (`<data_dir>/spool`), shipped to Kafka when `[kafka]` is set.
+    Spool,
     /// JSON lines on stdout, one event per line.
     Stdout,
 }
@@ -36,15 +48,35 @@ enum Output {
 #[command(name = "vigil-collector", version)]
 struct Cli {
     /// TOML configuration file.
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
-    /// Where events go.
-    #[arg(long, value_enum, default_value = "stdout")]
-    output: Output,
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// Where events go (repeat or separate by commas for several).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "spool")]
+    output: Vec<Output>,
     /// Validate the configuration, print every problem, and exit.
     #[arg(long)]
     check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage the Kafka topics of the configured `[kafka]` cluster.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicsAction {
+    /// Create every event kind's topic that does not exist yet.
+    Create,
+}
+
+/// How long a stopping collector keeps shipping what is spooled.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -68,19 +100,94 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(&cli.config)?;
+    let path = cli.config.clone().context("--config FILE is required")?;
+    let config = Config::load(&path)?;
+    if let Some(k) = &config.kafka {
+        ship::kafka::validate(k)
+            .map_err(|e| anyhow::anyhow!("invalid config {}:\n  kafka: {e}", path.display()))?;
+    }
     if cli.check {
-        println!("{}: ok", cli.config.display());
+        println!("{}: ok", path.display());
         return Ok(());
     }
-    let Output::Stdout = cli.output;
+    match cli.command {
+        Some(Command::Topics {
+            action: TopicsAction::Create,
+        }) => return create_topics(&config),
+        None => {}
+    }
 
     let host = Host::detect(config.host_id.as_deref()).context("cannot determine host identity")?;
     let redactor = Redactor::new(&config.redaction.patterns, &config.redaction.flags)
         .context("invalid redaction pattern")?;
     let agents = AgentMatcher::new(&config.agents)?;
     let table = ProcessTable::new(host.host_id.clone(), config.max_ancestors, agents);
+    let host_id = host.host_id.clone();
     let mut enricher = Enricher::new(host, table, redactor);
+    let metrics = Arc::new(Metrics::default());
+
+    // sinks: stdout and/or the spool, and the shipper reading the spool
+    let mut sinks = pipeline::Sinks::default();
+    if cli.output.contains(&Output::Stdout) {
+        sinks.stdout = Some(sink::stdout::StdoutSink::new());
+    }
+    let mut spool_thread = None;
+    let mut shipper = None;
+    if cli.output.contains(&Output::Spool) {
+        let dir = config.spool_dir();
+        let (writer, recovery) = vigil_spool::SpoolWriter::open(vigil_spool::WriterOptions {
+            dir: dir.clone(),
+            host_id: host_id.clone(),
+            max_bytes: config.spool.max_bytes,
+            segment_bytes: config.spool.segment_bytes,
+            fsync: match config.spool.fsync {
+                FsyncPolicy::Always => vigil_spool::Fsync::Always,
+                FsyncPolicy::Interval => vigil_spool::Fsync::Interval(Duration::from_millis(
+                    config.spool.fsync_interval_ms,
+                )),
+                FsyncPolicy::Never => vigil_spool::Fsync::Never,
+            },
+        })
+        .with_context(|| format!("cannot open the spool {}", dir.display()))?;
+        info!(spool = %dir.display(), segments = recovery.segments, batches = recovery.batches,
+            events = recovery.events, corrupt = recovery.corrupt_records, torn_bytes = recovery.torn_bytes,
+            "spool opened");
+        let spool = writer.spool();
+        let _ = metrics.spool.set(spool.clone());
+        let wake = Arc::new(Notify::new());
+        if let Some(kafka) = &config.kafka {
+            let reader = vigil_spool::SpoolReader::open(spool, "kafka")
+                .context("cannot open the shipper's spool position")?;
+            shipper = Some(
+                Shipper::new(
+                    kafka.clone(),
+                    host_id.clone(),
+                    reader,
+                    wake.clone(),
+                    metrics.clone(),
+                )
+                .context("cannot create the Kafka producer")?,
+            );
+        }
+        let (losses_tx, losses_rx) = std::sync::mpsc::channel();
+        let (handle, thread) = SpoolThread::start(
+            writer,
+            host_id.clone(),
+            config.batch.compression,
+            shipper.is_some().then_some(wake),
+            losses_tx,
+            metrics.clone(),
+        )
+        .context("cannot start the spool writer")?;
+        sinks.batcher = Some(Batcher::new(&config.batch, handle));
+        sinks.losses = Some(losses_rx);
+        spool_thread = Some(thread);
+    }
+    let metrics_listener = if config.metrics.listen.is_empty() {
+        None
+    } else {
+        Some(metrics::bind(&config.metrics.listen)?)
+    };
 
     // Attach first, seed second: a process born in between is then seen by both.
     let (bpf, ring) = source::bpf::BpfSource::load(&config.bpf)?;
@@ -90,24 +197,102 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         programs = bpf.attached,
         host_id = %enricher.host().host_id,
         agents = config.agents.len(),
+        outputs = ?cli.output,
+        kafka = config.kafka.as_ref().map(|k| k.brokers.as_str()),
         "collector ready"
     );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let transport = start_transport(shipper, metrics_listener, metrics.clone(), stop_rx)?;
 
     let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
     let intervals = pipeline::Intervals {
         flow_report: secs(config.network.flow_report_interval_secs),
-        stats: secs(config.stats.interval_secs),
+        heartbeat: secs(config.heartbeat.interval_secs),
         gc: Duration::from_secs(30),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let pipeline = pipeline::Pipeline::new(bpf, enricher, sink::stdout::StdoutSink::new());
+    let sinks = runtime.block_on(async move {
+        let pipeline = pipeline::Pipeline::new(bpf, enricher, sinks, metrics);
         pipeline.run(ring, intervals, shutdown_signal()).await
     })?;
+
+    // close in pipeline order: batches into the spool, then ship what can be shipped
+    drop(sinks);
+    if let Some(t) = spool_thread {
+        t.join();
+    }
+    let _ = stop_tx.send(true);
+    if let Some(t) = transport {
+        if t.join().is_err() {
+            error!("the shipper thread panicked");
+        }
+    }
     info!("collector stopped");
+    Ok(())
+}
+
+/// The shipper and the metrics endpoint, on their own thread and runtime so
+/// the pipeline's loop never waits for the network.
+fn start_transport(
+    shipper: Option<Shipper>,
+    metrics_listener: Option<std::net::TcpListener>,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+    if shipper.is_none() && metrics_listener.is_none() {
+        return Ok(None);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the shipper's runtime")?;
+    let thread = std::thread::Builder::new()
+        .name("vigil-ship".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                if let Some(listener) = metrics_listener {
+                    tokio::spawn(async move {
+                        if let Err(e) = metrics::serve(listener, metrics).await {
+                            error!(error = %e, "metrics endpoint stopped");
+                        }
+                    });
+                }
+                match shipper {
+                    Some(s) => s.run(stop, SHUTDOWN_DRAIN).await,
+                    None => {
+                        let mut stop = stop;
+                        let _ = stop.wait_for(|s| *s).await;
+                    }
+                }
+            })
+        })?;
+    Ok(Some(thread))
+}
+
+fn create_topics(config: &Config) -> anyhow::Result<()> {
+    let kafka = config
+        .kafka
+        .as_ref()
+        .context("the config has no [kafka] table")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let created = runtime
+        .block_on(ship::kafka::create_topics(kafka))
+        .with_context(|| format!("cannot create topics on {}", kafka.brokers))?;
+    for kind in vigil_schema::EventKind::ALL {
+        let topic = kafka.topic(kind);
+        let state = if created.contains(&topic) {
+            "created"
+        } else {
+            "exists"
+        };
+        println!("{topic}\t{state}");
+    }
     Ok(())
 }
 

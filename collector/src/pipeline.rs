@@ -1,20 +1,24 @@
-//! The collector's main loop: ring buffer → decode → enrich → sink.
+//! The collector's main loop: ring buffer → decode → enrich → sinks.
 //!
-//! One task owns every stage, so the process table needs no locks. Besides
-//! draining the ring buffer it reports long-lived flows at an interval, emits
-//! the collector's own counters, and forgets processes that vanished without
-//! an exit record.
+//! One task owns every stage up to the batcher, so the process table needs
+//! no locks. Besides draining the ring buffer it closes batches that are due,
+//! reports long-lived flows at an interval, emits heartbeats and spool loss
+//! reports, and forgets processes that vanished without an exit record.
 
 use std::collections::BTreeMap;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tracing::{error, warn};
-use vigil_schema::{CollectorStats, Event, EventKind};
+use vigil_schema::{CollectorStats, Event, EventKind, LossReport};
 
 use crate::enrich::{procfs, Enricher, Output};
+use crate::metrics::{self, Metrics};
+use crate::sink::batch::Batcher;
 use crate::sink::stdout::StdoutSink;
 use crate::source::bpf::BpfSource;
 use crate::source::records::{self, FdKey, IoClose, Record};
@@ -36,13 +40,26 @@ enum Drained {
 
 pub struct Intervals {
     pub flow_report: Option<Duration>,
-    pub stats: Option<Duration>,
+    pub heartbeat: Option<Duration>,
     pub gc: Duration,
+}
+
+/// How often due batches are closed and loss reports picked up.
+const HOUSEKEEPING: Duration = Duration::from_millis(50);
+/// How often the kernel drop counters are mirrored into the metrics.
+const DROPS_EVERY: Duration = Duration::from_secs(1);
+
+/// Where events go; any combination.
+#[derive(Default)]
+pub struct Sinks {
+    pub stdout: Option<StdoutSink>,
+    pub batcher: Option<Batcher>,
+    /// Spool evictions to report as `loss` events.
+    pub losses: Option<Receiver<LossReport>>,
 }
 
 #[derive(Default)]
 struct Counters {
-    events: u64,
     decode_errors: u64,
     /// Drains over SLOW_DRAIN since the last warning, and when that was.
     slow_drains: u64,
@@ -58,9 +75,11 @@ const SLOW_WARN_EVERY: Duration = Duration::from_secs(60);
 pub struct Pipeline {
     bpf: BpfSource,
     enricher: Enricher,
-    sink: StdoutSink,
+    sinks: Sinks,
+    metrics: Arc<Metrics>,
     counters: Counters,
     started: Instant,
+    drops_mirrored: Instant,
     batch: Vec<Output>,
 }
 
@@ -73,13 +92,15 @@ fn tick(every: Option<Duration>) -> tokio::time::Interval {
 }
 
 impl Pipeline {
-    pub fn new(bpf: BpfSource, enricher: Enricher, sink: StdoutSink) -> Self {
+    pub fn new(bpf: BpfSource, enricher: Enricher, sinks: Sinks, metrics: Arc<Metrics>) -> Self {
         Self {
             bpf,
             enricher,
-            sink,
+            sinks,
+            metrics,
             counters: Counters::default(),
             started: Instant::now(),
+            drops_mirrored: Instant::now(),
             batch: Vec::with_capacity(256),
         }
     }
@@ -90,14 +111,15 @@ impl Pipeline {
         ring: RingBuf<MapData>,
         intervals: Intervals,
         shutdown: impl std::future::Future<Output = ()>,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<Sinks> {
         // SAFETY: the RingBuf owns its map fd, which stays open and unchanged
         // until the RingBuf (moved into the AsyncFd) is dropped with it.
         let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut flows = tick(intervals.flow_report);
-        let mut stats = tick(intervals.stats);
+        let mut heartbeat = tick(intervals.heartbeat);
         let mut gc = tick(Some(intervals.gc));
+        let mut housekeeping = tick(Some(HOUSEKEEPING));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -115,8 +137,9 @@ impl Pipeline {
                     // caught up, so the rest must be read without a new wakeup.
                 }
                 _ = flows.tick() => self.report_flows()?,
-                _ = stats.tick() => self.emit_stats()?,
+                _ = heartbeat.tick() => self.emit_heartbeat()?,
                 _ = gc.tick() => self.collect_garbage(),
+                _ = housekeeping.tick() => self.housekeeping()?,
                 _ = &mut shutdown => break,
             }
         }
@@ -126,10 +149,15 @@ impl Pipeline {
                 break;
             }
         }
-        self.emit_stats()
+        self.emit_heartbeat()?;
+        self.housekeeping()?;
+        if let Some(b) = &mut self.sinks.batcher {
+            b.flush_all();
+        }
+        // the caller closes them in order (spool writer, then shipper)
+        Ok(self.sinks)
     }
 
-    /// Handle every record waiting in the ring buffer, then flush the sink once.
     /// Handle what is waiting in the ring buffer, at most MAX_DRAIN records so
     /// timers and shutdown are served under sustained load; flush the sink once.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> std::io::Result<Drained> {
@@ -176,16 +204,91 @@ impl Pipeline {
                 c.slow_warned = Some(Instant::now());
             }
         }
-        self.sink.flush()?;
+        self.flush()?;
         Ok(outcome)
     }
 
     fn write_batch(&mut self) -> std::io::Result<()> {
-        for ev in self.batch.drain(..) {
-            self.sink.write(&ev)?;
-            self.counters.events += 1;
+        for out in self.batch.drain(..) {
+            self.metrics.count_event(out.event.kind);
+            if let Some(s) = &mut self.sinks.stdout {
+                s.write(&out)?;
+            }
+            if let Some(b) = &mut self.sinks.batcher {
+                b.push(&out)?;
+            }
         }
         Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.sinks.stdout {
+            Some(s) => s.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Close due batches, report spool evictions, refresh mirrored counters.
+    fn housekeeping(&mut self) -> std::io::Result<()> {
+        let reports: Vec<LossReport> = match &self.sinks.losses {
+            Some(rx) => rx.try_iter().collect(),
+            None => Vec::new(),
+        };
+        for report in reports {
+            let mut ev = self.collector_event(2, "loss");
+            ev.loss = Some(report);
+            metrics::add(&self.metrics.loss_events, 1);
+            self.batch.push(Output {
+                event: ev,
+                context: None,
+            });
+        }
+        self.write_batch()?;
+        self.flush()?;
+        if let Some(b) = &mut self.sinks.batcher {
+            b.flush_due();
+        }
+        if self.drops_mirrored.elapsed() >= DROPS_EVERY {
+            self.mirror_drops();
+        }
+        Ok(())
+    }
+
+    fn mirror_drops(&mut self) -> u64 {
+        let drops: BTreeMap<String, u64> = self
+            .bpf
+            .drops()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let total = drops.values().sum();
+        *self
+            .metrics
+            .kernel_drops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = drops;
+        metrics::set(&self.metrics.decode_errors, self.counters.decode_errors);
+        metrics::set(
+            &self.metrics.processes_tracked,
+            self.enricher.processes() as u64,
+        );
+        self.drops_mirrored = Instant::now();
+        total
+    }
+
+    fn collector_event(&self, activity_id: u32, activity: &str) -> Event {
+        let host = self.enricher.host();
+        let now = procfs::boot_now_ns();
+        Event::new(
+            EventKind::Collector,
+            0,
+            activity_id,
+            activity,
+            procfs::boot_wall_ms() + (now / 1_000_000) as i64,
+            now,
+            &host.host_id,
+            &host.hostname,
+        )
     }
 
     /// Close records for the fds a process had open when it exited (the
@@ -216,7 +319,7 @@ impl Pipeline {
             }
         }
         self.write_batch()?;
-        self.sink.flush()
+        self.flush()
     }
 
     /// Entries whose process is gone: its exit record was lost or it was never seen.
@@ -239,49 +342,40 @@ impl Pipeline {
                 "processes vanished without an exit record"
             );
         }
-        if let Err(e) = self.write_batch().and_then(|_| self.sink.flush()) {
+        if let Err(e) = self.write_batch().and_then(|_| self.flush()) {
             error!(error = %e, "cannot write events");
         }
     }
 
-    fn emit_stats(&mut self) -> std::io::Result<()> {
-        let drops: BTreeMap<String, u64> = self
-            .bpf
-            .drops()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        let total: u64 = drops.values().sum();
+    /// The heartbeat: version, uptime and every counter, so a silent host
+    /// can be told from a quiet one.
+    fn emit_heartbeat(&mut self) -> std::io::Result<()> {
+        let total = self.mirror_drops();
         if total > 0 {
             warn!(
                 kernel_drops = total,
                 "the kernel dropped records (ring buffer full)"
             );
         }
-        let host = self.enricher.host();
-        let now = procfs::boot_now_ns();
-        let mut ev = Event::new(
-            EventKind::Collector,
-            0,
-            0,
-            "stats",
-            procfs::boot_wall_ms() + (now / 1_000_000) as i64,
-            now,
-            &host.host_id,
-            &host.hostname,
-        );
+        let m = &self.metrics;
+        let mut ev = self.collector_event(1, "heartbeat");
         ev.collector = Some(CollectorStats {
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
-            events_total: self.counters.events,
-            kernel_drops: drops,
+            events_total: m.events_total(),
+            kernel_drops: m.kernel_drops(),
             kernel_drops_total: total,
-            queue_drops_total: 0,
+            queue_drops_total: metrics::get(&m.queue_drops_events),
             decode_errors_total: self.counters.decode_errors,
             processes_tracked: self.enricher.processes() as u64,
+            transport: m.transport(),
         });
-        self.sink.write_event(&ev)?;
-        self.sink.flush()
+        self.batch.push(Output {
+            event: ev,
+            context: None,
+        });
+        self.write_batch()?;
+        self.flush()
     }
 }
 

@@ -12,6 +12,7 @@
 //! System Activity (1001), Network Activity (4001).
 
 pub mod arrow;
+pub mod ipc;
 pub mod ocsf;
 
 use serde::{Deserialize, Serialize};

@@ -12,13 +12,10 @@ pub mod redact;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
-use std::sync::Arc;
-
-use serde::Serialize;
+use std::sync::{Arc, OnceLock};
 
 use vigil_schema::{
-    ocsf, Endpoint, Event, EventKind, ExitStatus, FileActivity, NetworkActivity, Process,
-    ProcessRef,
+    ocsf, Endpoint, Event, EventKind, ExitStatus, FileActivity, NetworkActivity, ProcessContext,
 };
 
 use crate::source::records::{self, kind, Header, IoClose, Record, SockAddr};
@@ -69,26 +66,35 @@ struct OpenFd {
     reported_out: u64,
 }
 
-/// One event ready for a sink: the event's own fields, and the JSON of its
-/// process context (`agent_id`, `agent_session`, `process`, `parent_process`,
-/// `ancestors`), rendered once per process and shared by all its events.
+/// One event ready for a sink: the event's own fields, and its process
+/// context (`agent_id`, `agent_session`, `process`, `parent_process`,
+/// `ancestors`), built once per process and shared by all its events.
 pub struct Output {
     pub event: Event,
-    pub context: Option<Arc<str>>,
+    pub context: Option<Arc<SharedContext>>,
 }
 
-/// The process context as it appears in an event's JSON.
-#[derive(Serialize)]
-struct ContextView<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    agent_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    agent_session: Option<&'a str>,
-    process: &'a Process,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parent_process: Option<&'a ProcessRef>,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    ancestors: &'a [ProcessRef],
+/// A process context and, rendered on first use, its JSON members (without
+/// braces) for the stdout sink to splice into each event object.
+pub struct SharedContext {
+    pub data: ProcessContext,
+    json: OnceLock<Box<str>>,
+}
+
+impl SharedContext {
+    fn new(data: ProcessContext) -> Self {
+        Self {
+            data,
+            json: OnceLock::new(),
+        }
+    }
+
+    pub fn json_members(&self) -> &str {
+        self.json.get_or_init(|| {
+            let json = serde_json::to_string(&self.data).expect("context serialises");
+            json[1..json.len() - 1].into()
+        })
+    }
 }
 
 /// Rendered contexts stay valid until any process changes (exec, exit, chdir,
@@ -98,7 +104,7 @@ const CONTEXT_CACHE_MAX: usize = 4096;
 pub struct Enricher {
     host: Host,
     generation: u64,
-    contexts: HashMap<(u32, u32), (u64, Arc<str>)>,
+    contexts: HashMap<(u32, u32), (u64, Arc<SharedContext>)>,
     boot_wall_ms: i64,
     table: ProcessTable,
     redactor: Redactor,
@@ -207,31 +213,28 @@ impl Enricher {
         }
     }
 
-    /// The rendered context of a process (thread), from the cache when nothing changed.
-    fn context(&mut self, pid: u32, tid: u32) -> Option<Arc<str>> {
-        if let Some((generation, json)) = self.contexts.get(&(pid, tid)) {
+    /// The context of a process (thread), from the cache when nothing changed.
+    fn context(&mut self, pid: u32, tid: u32) -> Option<Arc<SharedContext>> {
+        if let Some((generation, context)) = self.contexts.get(&(pid, tid)) {
             if *generation == self.generation {
-                return Some(json.clone());
+                return Some(context.clone());
             }
         }
         let entry = self.table.get(pid)?;
         let d = self.table.describe(entry, tid, self.boot_wall_ms);
-        let view = ContextView {
-            agent_id: d.agent.as_ref().map(|a| a.agent_id.as_str()),
-            agent_session: d.agent.as_ref().map(|a| a.session.as_str()),
-            process: &d.process,
-            parent_process: d.parent.as_ref(),
-            ancestors: &d.ancestors,
-        };
-        let json = serde_json::to_string(&view).expect("context serialises");
-        // keep the members only: the sink splices them into the event object
-        let json: Arc<str> = json[1..json.len() - 1].into();
+        let context = Arc::new(SharedContext::new(ProcessContext {
+            agent_id: d.agent.as_ref().map(|a| a.agent_id.clone()),
+            agent_session: d.agent.as_ref().map(|a| a.session.clone()),
+            process: d.process,
+            parent_process: d.parent,
+            ancestors: d.ancestors,
+        }));
         if self.contexts.len() >= CONTEXT_CACHE_MAX {
             self.contexts.clear();
         }
         self.contexts
-            .insert((pid, tid), (self.generation, json.clone()));
-        Some(json)
+            .insert((pid, tid), (self.generation, context.clone()));
+        Some(context)
     }
 
     /// A process changed: every rendered context may be stale.
@@ -785,7 +788,11 @@ mod tests {
     }
 
     fn context_of(out: &Output) -> serde_json::Value {
-        serde_json::from_str(&format!("{{{}}}", out.context.as_deref().unwrap())).unwrap()
+        serde_json::from_str(&format!(
+            "{{{}}}",
+            out.context.as_ref().unwrap().json_members()
+        ))
+        .unwrap()
     }
 
     #[test]

@@ -2,8 +2,6 @@
 
 use std::io::{self, BufWriter, Write};
 
-use vigil_schema::Event;
-
 use crate::enrich::Output;
 
 pub struct StdoutSink {
@@ -25,24 +23,10 @@ impl StdoutSink {
         }
     }
 
-    /// An event and its pre-rendered process context, as one JSON object.
     pub fn write(&mut self, output: &Output) -> io::Result<()> {
-        let Some(context) = &output.context else {
-            return self.write_event(&output.event);
-        };
         self.line.clear();
-        serde_json::to_writer(&mut self.line, &output.event)?;
-        // `{...}` + `,<context members>}`
-        self.line.pop();
-        self.line.push(b',');
-        self.line.extend_from_slice(context.as_bytes());
-        self.line.extend_from_slice(b"}\n");
+        super::json::write_line(&mut self.line, output)?;
         self.out.write_all(&self.line)
-    }
-
-    pub fn write_event(&mut self, event: &Event) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, event)?;
-        self.out.write_all(b"\n")
     }
 
     pub fn flush(&mut self) -> io::Result<()> {

@@ -1,0 +1,3 @@
+//! Shipping spooled batches off the host.
+
+pub mod kafka;

@@ -1,0 +1,169 @@
+//! The spool writer thread: numbers each batch, encodes it (Arrow IPC with
+//! its identity in the schema metadata, or JSON lines), appends it to the
+//! spool and wakes the shipper. Disk writes and fsync stay off the thread
+//! that drains the ring buffer.
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tracing::error;
+use vigil_schema::{ipc, LossReport};
+use vigil_spool::{Encoding, SpoolWriter};
+
+use crate::config::IpcCompression;
+use crate::metrics::{self, Metrics};
+use crate::sink::batch::{Batch, Payload};
+
+/// Batches waiting for the writer; beyond this the pipeline waits (and the
+/// ring buffer absorbs the load, its drops counted by the kernel).
+const QUEUE: usize = 64;
+
+/// How the pipeline hands batches to the writer thread.
+pub struct SpoolHandle {
+    tx: SyncSender<Batch>,
+    metrics: Arc<Metrics>,
+}
+
+impl SpoolHandle {
+    pub fn send(&self, batch: Batch) {
+        let events = u64::from(batch.events);
+        let lost = match self.tx.try_send(batch) {
+            Ok(()) => false,
+            Err(TrySendError::Full(batch)) => {
+                let started = Instant::now();
+                let lost = self.tx.send(batch).is_err();
+                metrics::add(
+                    &self.metrics.spool_wait_ns,
+                    started.elapsed().as_nanos() as u64,
+                );
+                lost
+            }
+            Err(TrySendError::Disconnected(_)) => true,
+        };
+        if lost {
+            metrics::add(&self.metrics.queue_drops_batches, 1);
+            metrics::add(&self.metrics.queue_drops_events, events);
+        }
+    }
+}
+
+pub struct SpoolThread {
+    thread: JoinHandle<()>,
+}
+
+impl SpoolThread {
+    /// Start the writer. Evictions are reported on `losses`; `shipper` is woken
+    /// after every append.
+    pub fn start(
+        writer: SpoolWriter,
+        host_id: String,
+        compression: IpcCompression,
+        shipper: Option<Arc<Notify>>,
+        losses: mpsc::Sender<LossReport>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(SpoolHandle, SpoolThread)> {
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let handle = SpoolHandle {
+            tx,
+            metrics: metrics.clone(),
+        };
+        let compression = match compression {
+            IpcCompression::Zstd => ipc::Compression::Zstd,
+            IpcCompression::Lz4 => ipc::Compression::Lz4,
+            IpcCompression::None => ipc::Compression::None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("vigil-spool".into())
+            .spawn(move || {
+                let mut w = Writer {
+                    writer,
+                    host_id,
+                    compression,
+                    shipper,
+                    losses,
+                    metrics,
+                    errors: 0,
+                };
+                w.run(rx)
+            })?;
+        Ok((handle, SpoolThread { thread }))
+    }
+
+    /// Wait until every batch sent before the handle was dropped is written and synced.
+    pub fn join(self) {
+        if self.thread.join().is_err() {
+            error!("the spool writer thread panicked");
+        }
+    }
+}
+
+struct Writer {
+    writer: SpoolWriter,
+    host_id: String,
+    compression: ipc::Compression,
+    shipper: Option<Arc<Notify>>,
+    losses: mpsc::Sender<LossReport>,
+    metrics: Arc<Metrics>,
+    errors: u64,
+}
+
+impl Writer {
+    fn run(&mut self, rx: Receiver<Batch>) {
+        loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(batch) => self.write(batch),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if let Err(e) = self.writer.sync_if_due() {
+                error!(error = %e, "spool: fsync failed");
+            }
+        }
+        if let Err(e) = self.writer.sync() {
+            error!(error = %e, "spool: final fsync failed");
+        }
+    }
+
+    fn write(&mut self, batch: Batch) {
+        let kind = batch.kind;
+        let seq = self.writer.next_seq(kind);
+        let (encoding, payload) = match batch.payload {
+            Payload::Arrow(b) => match ipc::encode(&b, &self.host_id, seq, self.compression) {
+                Ok(bytes) => (Encoding::Arrow, bytes),
+                Err(e) => return self.failed(batch.events, &e.to_string()),
+            },
+            Payload::Json(lines) => (Encoding::Json, lines),
+        };
+        match self
+            .writer
+            .append(kind, encoding, batch.events, |_| payload)
+        {
+            Ok(appended) => {
+                for report in appended.evicted {
+                    let _ = self.losses.send(report);
+                }
+                if let Some(n) = &self.shipper {
+                    n.notify_one();
+                }
+            }
+            Err(e) => self.failed(batch.events, &e.to_string()),
+        }
+    }
+
+    fn failed(&mut self, events: u32, why: &str) {
+        metrics::add(&self.metrics.queue_drops_batches, 1);
+        metrics::add(&self.metrics.queue_drops_events, u64::from(events));
+        self.errors += 1;
+        if self.errors.is_power_of_two() {
+            error!(
+                error = why,
+                events,
+                failures = self.errors,
+                "spool: batch not written (dropped, counted)"
+            );
+        }
+    }
+}
