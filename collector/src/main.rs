@@ -163,6 +163,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     kafka.clone(),
                     host_id.clone(),
                     reader,
+                    config.spool.max_bytes,
                     wake.clone(),
                     metrics.clone(),
                 )

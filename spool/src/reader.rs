@@ -39,6 +39,9 @@ pub struct SpoolReader {
     cursor_path: PathBuf,
     acked: Position,
     pos: Position,
+    /// The furthest segment read from: batches up to it may be in flight or
+    /// delivered even after a rewind, so they stay pinned until acknowledged.
+    read_hi: u64,
     open: Option<(u64, SegmentReader)>,
 }
 
@@ -64,6 +67,7 @@ impl SpoolReader {
             cursor_path,
             acked: start,
             pos: start,
+            read_hi: start.segment,
             open: None,
         };
         reader.release_acked();
@@ -88,8 +92,9 @@ impl SpoolReader {
                         offset: 0,
                     };
                 }
+                self.read_hi = self.read_hi.max(id);
                 let lo = st.pinned.map_or(id, |(lo, _)| lo.min(id));
-                st.pinned = Some((lo, id));
+                st.pinned = Some((lo, self.read_hi));
                 drop(st);
                 let path = segment::path_of(self.spool.dir(), id);
                 let reader = SegmentReader::open(&path, self.pos.offset, 0)?;
@@ -186,7 +191,7 @@ impl SpoolReader {
             .range(self.acked.segment..)
             .next()
             .map_or(self.pos.segment, |(id, _)| *id);
-        st.pinned = Some((lo, self.pos.segment.max(lo)));
+        st.pinned = Some((lo, self.read_hi.max(lo)));
         let total = st.total_bytes();
         self.spool.counters.bytes.store(total, Ordering::Relaxed);
     }

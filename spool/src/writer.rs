@@ -176,7 +176,7 @@ impl SpoolWriter {
         let active = last.map_or(1, |id| id + 1);
         let spool = Arc::new(Spool::new(opts.dir.clone(), state));
         SpoolCounters::add(&spool.counters.torn_bytes, recovery.torn_bytes);
-        SpoolCounters::add(&spool.counters.corrupt_records, recovery.corrupt_records);
+        // corrupt records are counted by the reader that skips them, not here
         let (file, len) = Self::create_segment(&opts, &spool, active, &next_seq)?;
         let writer = Self {
             spool,

@@ -38,6 +38,26 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     bin
 }
 
+pub mod kafka;
+
+/// How to start a collector beyond its config.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// `--output` value: `stdout`, `spool` or `stdout,spool`.
+    pub output: &'static str,
+    /// Reuse a data directory (the spool survives restarts); default: a fresh one.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        Self {
+            output: "stdout",
+            data_dir: None,
+        }
+    }
+}
+
 /// A running collector whose stdout events are gathered in the background.
 pub struct Collector {
     child: Child,
@@ -50,21 +70,38 @@ pub struct Collector {
 impl Collector {
     /// Start with the given TOML config (data_dir is filled in) and wait until ready.
     pub fn start(config: &str) -> Collector {
+        Self::start_with(config, StartOptions::default())
+    }
+
+    pub fn start_with(config: &str, options: StartOptions) -> Collector {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("collector.toml");
-        // stats every second: a failing test then shows whether the kernel dropped records
-        let stats = if config.contains("[stats]") {
+        // heartbeat every second: a failing test then shows whether the kernel dropped records
+        let heartbeat = if config.contains("[heartbeat]") {
             ""
         } else {
-            "[stats]\ninterval_secs = 1\n"
+            "[heartbeat]\ninterval_secs = 1\n"
         };
-        let config = format!("data_dir = \"{}\"\n{config}\n{stats}", dir.path().display());
+        // tests run several collectors at once: no fixed metrics port unless asked
+        let metrics = if config.contains("[metrics]") {
+            ""
+        } else {
+            "[metrics]\nlisten = \"\"\n"
+        };
+        let data_dir = options
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().to_path_buf());
+        let config = format!(
+            "data_dir = \"{}\"\n{config}\n{heartbeat}{metrics}",
+            data_dir.display()
+        );
         std::fs::write(&path, config).expect("write config");
         let mut child = Command::new(workspace_bin("vigil-collector"))
             .arg("--config")
             .arg(&path)
             .arg("--output")
-            .arg("stdout")
+            .arg(options.output)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -173,16 +210,24 @@ impl Collector {
         }
     }
 
-    /// The collector's latest self-report (drop counters), as JSON text.
+    /// The collector's latest heartbeat counters, as JSON text.
     pub fn last_stats(&self) -> String {
         self.events
             .lock()
             .unwrap()
             .iter()
             .rev()
-            .find(|e| e["kind"] == "collector")
+            .find(|e| e["kind"] == "collector" && !e["collector"].is_null())
             .map(|e| e["collector"].to_string())
             .unwrap_or_else(|| "none yet".into())
+    }
+
+    /// SIGKILL: no shutdown at all, as the OOM killer would.
+    pub fn kill(mut self) -> Vec<Value> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(200));
+        self.events()
     }
 
     /// SIGINT, wait for exit, return every event.

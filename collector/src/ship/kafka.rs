@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -30,6 +29,9 @@ use crate::metrics::{self, Metrics};
 
 /// Messages in flight at most (each Arrow message is a whole batch).
 const MAX_IN_FLIGHT: usize = 50_000;
+/// Bytes in flight at most; also at most a quarter of the spool, because
+/// segments in flight cannot be evicted and the bound must hold while the
+/// broker is away.
 const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
 /// The cursor file is rewritten at most this often.
 const CURSOR_EVERY: Duration = Duration::from_millis(200);
@@ -71,7 +73,8 @@ pub fn validate(config: &KafkaConfig) -> Result<(), String> {
 
 /// Create every event kind's topic that does not exist yet.
 pub async fn create_topics(config: &KafkaConfig) -> Result<Vec<String>, KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(config).create()?;
+    let admin: AdminClient<LogContext> =
+        client_config(config).create_with_context(LogContext::default())?;
     let names: Vec<String> = EventKind::ALL.iter().map(|k| config.topic(*k)).collect();
     let topics: Vec<NewTopic<'_>> = names
         .iter()
@@ -102,6 +105,47 @@ pub async fn create_topics(config: &KafkaConfig) -> Result<Vec<String>, KafkaErr
     Ok(created)
 }
 
+/// librdkafka reports every failed reconnect as an error; while a broker is
+/// away that is one line per attempt. This logs each kind of error at most
+/// once a minute, as a warning: the shipper's own messages say what matters.
+#[derive(Default)]
+struct LogContext {
+    last: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl LogContext {
+    fn throttled(&self, key: String) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        match last.get(&key) {
+            Some(t) if now.duration_since(*t) < Duration::from_secs(60) => true,
+            _ => {
+                last.insert(key, now);
+                false
+            }
+        }
+    }
+}
+
+impl rdkafka::ClientContext for LogContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        if matches!(
+            level,
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning
+        ) && !self.throttled(format!("log:{fac}"))
+        {
+            warn!(facility = fac, "librdkafka: {log_message}");
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !self.throttled(format!("error:{:?}", error.rdkafka_error_code())) {
+            warn!(%error, reason, "librdkafka (repeats within a minute are not logged)");
+        }
+    }
+}
+
 struct InFlight {
     /// None: the producer refused the message; counts as a failed delivery.
     delivery: Option<DeliveryFuture>,
@@ -115,10 +159,11 @@ pub struct Shipper {
     config: KafkaConfig,
     host_id: String,
     reader: SpoolReader,
-    producer: FutureProducer,
+    producer: FutureProducer<LogContext>,
     topics: Vec<(EventKind, String)>,
     in_flight: VecDeque<InFlight>,
     in_flight_bytes: usize,
+    max_in_flight_bytes: usize,
     /// The rest of a batch the producer's queue had no room for.
     pending: Option<(Record, Position, usize)>,
     wake: Arc<Notify>,
@@ -137,10 +182,11 @@ impl Shipper {
         config: KafkaConfig,
         host_id: String,
         reader: SpoolReader,
+        spool_max_bytes: u64,
         wake: Arc<Notify>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, KafkaError> {
-        let producer = client_config(&config).create()?;
+        let producer = client_config(&config).create_with_context(LogContext::default())?;
         let topics = EventKind::ALL
             .iter()
             .map(|k| (*k, config.topic(*k)))
@@ -153,6 +199,7 @@ impl Shipper {
             topics,
             in_flight: VecDeque::new(),
             in_flight_bytes: 0,
+            max_in_flight_bytes: MAX_IN_FLIGHT_BYTES.min((spool_max_bytes / 4) as usize),
             pending: None,
             wake,
             metrics,
@@ -175,7 +222,7 @@ impl Shipper {
             }
         }
         let deadline = tokio::time::Instant::now() + drain;
-        let mut never = watch::channel(false).1;
+        let (_keep, mut never) = watch::channel(false);
         while tokio::time::Instant::now() < deadline {
             self.fill();
             if self.in_flight.is_empty() {
@@ -263,12 +310,12 @@ impl Shipper {
         self.in_flight_bytes = 0;
         self.pending = None;
         metrics::set(&self.metrics.producer_queue, 0);
-        if let Some((code, reason)) = self.producer.client().fatal_error() {
-            warn!(%code, reason, "the producer hit a fatal error; starting a new one");
-            match client_config(&self.config).create() {
-                Ok(p) => self.producer = p,
-                Err(e) => error!(error = %e, "cannot create a new producer"),
-            }
+        // A new producer for a new start: the idempotence state of the old
+        // one (producer id, epoch, sequences) may be unknown to a broker that
+        // restarted (Tansu answers ProducerFenced) or poisoned by the failure.
+        match client_config(&self.config).create_with_context(LogContext::default()) {
+            Ok(p) => self.producer = p,
+            Err(e) => error!(error = %e, "cannot create a new producer; keeping the old one"),
         }
         tokio::time::sleep(self.backoff).await;
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
@@ -300,7 +347,9 @@ impl Shipper {
                 return;
             }
         }
-        while self.in_flight.len() < MAX_IN_FLIGHT && self.in_flight_bytes < MAX_IN_FLIGHT_BYTES {
+        while self.in_flight.len() < MAX_IN_FLIGHT
+            && self.in_flight_bytes < self.max_in_flight_bytes
+        {
             match self.reader.next() {
                 Ok(Read::Batch { record, end }) => {
                     if self.send(record, end, 0).is_err() {
