@@ -156,6 +156,10 @@ pub struct KafkaConfig {
     pub partitions: i32,
     #[serde(default = "default_replication_factor")]
     pub replication_factor: i32,
+    /// A stopping collector keeps shipping what is spooled for at most this
+    /// long (what is left ships at the next start).
+    #[serde(default = "default_shutdown_drain_secs")]
+    pub shutdown_drain_secs: u64,
     /// librdkafka properties.
     #[serde(flatten)]
     pub properties: std::collections::BTreeMap<String, toml::Value>,
@@ -248,6 +252,9 @@ fn default_partitions() -> i32 {
 }
 fn default_replication_factor() -> i32 {
     1
+}
+fn default_shutdown_drain_secs() -> u64 {
+    10
 }
 fn default_metrics_listen() -> String {
     "127.0.0.1:9464".into()

@@ -75,9 +75,6 @@ enum TopicsAction {
     Create,
 }
 
-/// How long a stopping collector keeps shipping what is spooled.
-const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -170,18 +167,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("cannot create the Kafka producer")?,
             );
         }
-        let (losses_tx, losses_rx) = std::sync::mpsc::channel();
         let (handle, thread) = SpoolThread::start(
             writer,
-            host_id.clone(),
-            config.batch.compression,
+            enricher.host().clone(),
+            &config.batch,
             shipper.is_some().then_some(wake),
-            losses_tx,
             metrics.clone(),
         )
         .context("cannot start the spool writer")?;
         sinks.batcher = Some(Batcher::new(&config.batch, handle));
-        sinks.losses = Some(losses_rx);
         spool_thread = Some(thread);
     }
     let metrics_listener = if config.metrics.listen.is_empty() {
@@ -204,7 +198,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let transport = start_transport(shipper, metrics_listener, metrics.clone(), stop_rx)?;
+    let drain = Duration::from_secs(config.kafka.as_ref().map_or(0, |k| k.shutdown_drain_secs));
+    let transport = start_transport(shipper, metrics_listener, metrics.clone(), stop_rx, drain)?;
 
     let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
     let intervals = pipeline::Intervals {
@@ -243,6 +238,7 @@ fn start_transport(
     metrics_listener: Option<std::net::TcpListener>,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
+    drain: Duration,
 ) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
     if shipper.is_none() && metrics_listener.is_none() {
         return Ok(None);
@@ -263,7 +259,7 @@ fn start_transport(
                     });
                 }
                 match shipper {
-                    Some(s) => s.run(stop, SHUTDOWN_DRAIN).await,
+                    Some(s) => s.run(stop, drain).await,
                     None => {
                         let mut stop = stop;
                         let _ = stop.wait_for(|s| *s).await;

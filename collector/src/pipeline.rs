@@ -6,7 +6,6 @@
 //! reports, and forgets processes that vanished without an exit record.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tracing::{error, warn};
-use vigil_schema::{CollectorStats, Event, EventKind, LossReport};
+use vigil_schema::{CollectorStats, Event, EventKind};
 
 use crate::enrich::{procfs, Enricher, Output};
 use crate::metrics::{self, Metrics};
@@ -54,8 +53,6 @@ const DROPS_EVERY: Duration = Duration::from_secs(1);
 pub struct Sinks {
     pub stdout: Option<StdoutSink>,
     pub batcher: Option<Batcher>,
-    /// Spool evictions to report as `loss` events.
-    pub losses: Option<Receiver<LossReport>>,
 }
 
 #[derive(Default)]
@@ -228,23 +225,8 @@ impl Pipeline {
         }
     }
 
-    /// Close due batches, report spool evictions, refresh mirrored counters.
+    /// Close due batches and refresh mirrored counters.
     fn housekeeping(&mut self) -> std::io::Result<()> {
-        let reports: Vec<LossReport> = match &self.sinks.losses {
-            Some(rx) => rx.try_iter().collect(),
-            None => Vec::new(),
-        };
-        for report in reports {
-            let mut ev = self.collector_event(2, "loss");
-            ev.loss = Some(report);
-            metrics::add(&self.metrics.loss_events, 1);
-            self.batch.push(Output {
-                event: ev,
-                context: None,
-            });
-        }
-        self.write_batch()?;
-        self.flush()?;
         if let Some(b) = &mut self.sinks.batcher {
             b.flush_due();
         }
@@ -277,18 +259,7 @@ impl Pipeline {
     }
 
     fn collector_event(&self, activity_id: u32, activity: &str) -> Event {
-        let host = self.enricher.host();
-        let now = procfs::boot_now_ns();
-        Event::new(
-            EventKind::Collector,
-            0,
-            activity_id,
-            activity,
-            procfs::boot_wall_ms() + (now / 1_000_000) as i64,
-            now,
-            &host.host_id,
-            &host.hostname,
-        )
+        collector_event(self.enricher.host(), activity_id, activity)
     }
 
     /// Close records for the fds a process had open when it exited (the
@@ -377,6 +348,21 @@ impl Pipeline {
         self.write_batch()?;
         self.flush()
     }
+}
+
+/// An event about the collector itself (heartbeat, loss), stamped now.
+pub fn collector_event(host: &crate::enrich::Host, activity_id: u32, activity: &str) -> Event {
+    let now = procfs::boot_now_ns();
+    Event::new(
+        EventKind::Collector,
+        0,
+        activity_id,
+        activity,
+        procfs::boot_wall_ms() + (now / 1_000_000) as i64,
+        now,
+        &host.host_id,
+        &host.hostname,
+    )
 }
 
 fn synthetic_close(tgid: u32, fd: i32, stats: records::FdStats, ts_ns: u64) -> IoClose {

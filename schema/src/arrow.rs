@@ -1049,8 +1049,8 @@ mod tests {
         let mut ev = Event::new(kind, 1001, 14, "open", 1_700_000_000_000, 5, "h1", "vm");
         if kind != EventKind::Collector {
             ev.set_context(&ProcessContext {
-                agent_id: (n % 2 == 0).then(|| "cowork".into()),
-                agent_session: (n % 2 == 0).then(|| "s-1".into()),
+                agent_id: n.is_multiple_of(2).then(|| "cowork".into()),
+                agent_session: n.is_multiple_of(2).then(|| "s-1".into()),
                 process: Process {
                     pid: n,
                     tid: n + 1,
@@ -1067,7 +1067,7 @@ mod tests {
                     cgroup_id: 77,
                     cgroup: "/user.slice".into(),
                     source: "exec".into(),
-                    truncated: n % 3 == 0,
+                    truncated: n.is_multiple_of(3),
                 },
                 parent_process: (n % 2 == 1).then(|| ProcessRef {
                     pid: 1,
@@ -1085,7 +1085,7 @@ mod tests {
         }
         match kind {
             EventKind::Process => {
-                ev.child_pid = (n % 2 == 0).then_some(n + 10);
+                ev.child_pid = n.is_multiple_of(2).then_some(n + 10);
                 ev.exit = (n % 2 == 1).then_some(ExitStatus {
                     code: None,
                     signal: Some(9),
@@ -1095,7 +1095,7 @@ mod tests {
             EventKind::File => {
                 ev.file = Some(FileActivity {
                     path: "/etc/passwd".into(),
-                    new_path: (n % 2 == 0).then(|| "/tmp/x".into()),
+                    new_path: n.is_multiple_of(2).then(|| "/tmp/x".into()),
                     fd: Some(3),
                     flags: Some(0),
                     flags_names: Some("O_RDONLY".into()),
@@ -1133,7 +1133,7 @@ mod tests {
                 })
             }
             EventKind::Collector => {
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     ev.collector = Some(CollectorStats {
                         version: "0.1.0".into(),
                         uptime_secs: 3,

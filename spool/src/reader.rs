@@ -19,7 +19,7 @@ pub struct Position {
     pub offset: u64,
 }
 
-/// What [`SpoolReader::next`] found.
+/// What [`SpoolReader::next_batch`] found.
 #[derive(Debug)]
 pub enum Read {
     /// A batch; acknowledge `end` once it is safely elsewhere.
@@ -79,7 +79,7 @@ impl SpoolReader {
     }
 
     /// The next batch after the read position.
-    pub fn next(&mut self) -> io::Result<Read> {
+    pub fn next_batch(&mut self) -> io::Result<Read> {
         loop {
             if self.open.is_none() {
                 let mut st = self.spool.state();

@@ -32,7 +32,7 @@ fn drain(r: &mut SpoolReader) -> (Vec<(EventKind, u64, u32)>, usize) {
     let mut got = Vec::new();
     let mut corrupt = 0;
     loop {
-        match r.next().unwrap() {
+        match r.next_batch().unwrap() {
             Read::Batch { record, end } => {
                 let kind = record.header.kind().unwrap();
                 assert_eq!(record.payload, payload(kind, record.header.seq));
@@ -96,7 +96,7 @@ fn restart_resumes_numbering_and_the_saved_position() {
         }
         let mut r = SpoolReader::open(w.spool(), "test").unwrap();
         for _ in 0..3 {
-            let Read::Batch { end, .. } = r.next().unwrap() else {
+            let Read::Batch { end, .. } = r.next_batch().unwrap() else {
                 panic!("batch expected")
             };
             r.ack(end);
@@ -196,7 +196,7 @@ fn a_full_spool_evicts_unread_batches_and_counts_them_exactly() {
     let mut r = SpoolReader::open(spool.clone(), "test").unwrap();
     // the consumer takes the first batch and never acknowledges it (broker down)
     append(&mut w, EventKind::File, 5);
-    let Read::Batch { .. } = r.next().unwrap() else {
+    let Read::Batch { .. } = r.next_batch().unwrap() else {
         panic!("batch expected")
     };
     let mut reports = Vec::new();

@@ -126,9 +126,10 @@ impl Shipped {
     }
 }
 
-/// Every message of every event topic, read from the beginning until
-/// `quiet` passes without a new one (or `timeout`).
-pub fn read_all(brokers: &str, quiet: Duration, timeout: Duration) -> Vec<Shipped> {
+/// Every message of every event topic: read from the beginning up to each
+/// partition's high watermark at the time of the call (so a slow fetch is
+/// waited for, not mistaken for the end). `_quiet` is kept for callers.
+pub fn read_all(brokers: &str, _quiet: Duration, timeout: Duration) -> Vec<Shipped> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "vigil-e2e-reader")
@@ -139,9 +140,16 @@ pub fn read_all(brokers: &str, quiet: Duration, timeout: Duration) -> Vec<Shippe
         .fetch_metadata(None, Duration::from_secs(10))
         .expect("broker metadata");
     let mut tpl = TopicPartitionList::new();
+    let mut remaining: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for t in metadata.topics() {
         if t.name().starts_with("vigil.events.") {
             for p in t.partitions() {
+                let (low, high) = consumer
+                    .fetch_watermarks(t.name(), p.id(), Duration::from_secs(10))
+                    .expect("watermarks");
+                if high > low {
+                    remaining.insert((t.name().to_string(), p.id()), high);
+                }
                 tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning)
                     .unwrap();
             }
@@ -151,10 +159,32 @@ pub fn read_all(brokers: &str, quiet: Duration, timeout: Duration) -> Vec<Shippe
     consumer.assign(&tpl).expect("assign");
     let mut out = Vec::new();
     let started = Instant::now();
-    let mut last = Instant::now();
-    while last.elapsed() < quiet && started.elapsed() < timeout {
+    let watermarks = remaining.clone();
+    // to the watermarks, then on until nothing new comes for a while
+    let mut quiet_since: Option<Instant> = None;
+    while quiet_since.is_none_or(|t| t.elapsed() < Duration::from_secs(2)) {
+        if remaining.is_empty() && quiet_since.is_none() {
+            quiet_since = Some(Instant::now());
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "reading {brokers}: partitions not read to their end within {timeout:?}: {remaining:?}"
+        );
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
+                let key = (m.topic().to_string(), m.partition());
+                if quiet_since.is_some() {
+                    eprintln!(
+                        "read_all: message past the watermarks {watermarks:?}: {key:?} offset {}",
+                        m.offset()
+                    );
+                    quiet_since = Some(Instant::now());
+                }
+                if let Some(high) = remaining.get(&key) {
+                    if m.offset() + 1 >= *high {
+                        remaining.remove(&key);
+                    }
+                }
                 let headers = m
                     .headers()
                     .map(|hs| {
@@ -174,7 +204,6 @@ pub fn read_all(brokers: &str, quiet: Duration, timeout: Duration) -> Vec<Shippe
                     headers,
                     payload: m.payload().unwrap_or_default().to_vec(),
                 });
-                last = Instant::now();
             }
             Some(Err(e)) => panic!("consume from {brokers}: {e}"),
             None => {}

@@ -242,6 +242,8 @@ impl Collector {
         );
         // give the reader thread a moment to take the last lines
         std::thread::sleep(Duration::from_millis(200));
+        // shown by the test runner only when the test fails
+        println!("--- collector stderr ---\n{}", self.stderr());
         self.events()
     }
 }

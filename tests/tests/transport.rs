@@ -321,6 +321,7 @@ fn a_full_spool_evicts_counts_exactly_and_reports_after_reconnect() {
     wait_shipped(&metrics, Duration::from_secs(120));
     let evicted = metric(&kafka::scrape(&metrics), "vigil_spool_evicted_events_total") as u64;
     let printed = c.stop();
+    let printed_kinds = printed_by_kind(&printed);
 
     let messages = kafka::read_all(
         &broker.brokers(),
@@ -337,7 +338,11 @@ fn a_full_spool_evicts_counts_exactly_and_reports_after_reconnect() {
         .collect();
     let lost: u64 = losses.iter().map(|l| l.events).sum();
     assert!(lost > 0, "loss events were shipped after reconnect");
-    assert_eq!(lost, evicted, "loss events report every evicted event");
+    // (the final batches may evict more while the collector stops)
+    assert!(
+        lost >= evicted,
+        "loss events report every evicted event: {lost} < {evicted}"
+    );
     // per kind: shipped and lost sequence numbers cover 1..=max exactly once
     for (kind, batches) in &shipped {
         let mut all = kafka::seqs(batches);
@@ -348,11 +353,35 @@ fn a_full_spool_evicts_counts_exactly_and_reports_after_reconnect() {
         all.sort_unstable();
         assert_no_gap(*kind, &all);
     }
-    let shipped_total: usize = shipped.values().map(|b| shipped_events(b).len()).sum();
+    // loss events are written by the spool itself, not printed
+    let shipped_total: usize = shipped
+        .values()
+        .map(|b| {
+            shipped_events(b)
+                .iter()
+                .filter(|e| e.loss.is_none())
+                .count()
+        })
+        .sum();
+    let counts: Vec<String> = printed_kinds
+        .iter()
+        .map(|(k, v)| {
+            let got = shipped.get(k).map(|b| shipped_events(b).len()).unwrap_or(0);
+            let lost: u64 = losses
+                .iter()
+                .filter(|l| l.lost_kind == k.as_str())
+                .map(|l| l.events)
+                .sum();
+            format!("{k:?}: printed {} shipped {got} lost {lost}", v.len())
+        })
+        .collect();
     assert_eq!(
         shipped_total as u64 + lost,
         printed.len() as u64,
-        "every printed event was shipped or counted as evicted"
+        "every printed event was shipped or counted as evicted: {counts:#?}\nlast heartbeat: {:?}",
+        printed_kinds
+            .get(&EventKind::Collector)
+            .and_then(|v| v.iter().rev().find(|e| e.collector.is_some()))
     );
 }
 

@@ -350,7 +350,7 @@ impl Shipper {
         while self.in_flight.len() < MAX_IN_FLIGHT
             && self.in_flight_bytes < self.max_in_flight_bytes
         {
-            match self.reader.next() {
+            match self.reader.next_batch() {
                 Ok(Read::Batch { record, end }) => {
                     if self.send(record, end, 0).is_err() {
                         break;

@@ -2,6 +2,10 @@
 //! its identity in the schema metadata, or JSON lines), appends it to the
 //! spool and wakes the shipper. Disk writes and fsync stay off the thread
 //! that drains the ring buffer.
+//!
+//! When the size bound evicts unshipped batches, this thread appends the
+//! `loss` events that report them itself, right behind the batch that caused
+//! the eviction: so every eviction is reported, even one during shutdown.
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -10,10 +14,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tracing::error;
-use vigil_schema::{ipc, LossReport};
+use vigil_schema::arrow::EventBatchBuilder;
+use vigil_schema::{ipc, EventKind, LossReport};
 use vigil_spool::{Encoding, SpoolWriter};
 
-use crate::config::IpcCompression;
+use crate::config::{BatchConfig, BatchEncoding, IpcCompression};
+use crate::enrich::Host;
 use crate::metrics::{self, Metrics};
 use crate::sink::batch::{Batch, Payload};
 
@@ -55,14 +61,12 @@ pub struct SpoolThread {
 }
 
 impl SpoolThread {
-    /// Start the writer. Evictions are reported on `losses`; `shipper` is woken
-    /// after every append.
+    /// Start the writer; `shipper` is woken after every append.
     pub fn start(
         writer: SpoolWriter,
-        host_id: String,
-        compression: IpcCompression,
+        host: Host,
+        batch: &BatchConfig,
         shipper: Option<Arc<Notify>>,
-        losses: mpsc::Sender<LossReport>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(SpoolHandle, SpoolThread)> {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
@@ -70,7 +74,8 @@ impl SpoolThread {
             tx,
             metrics: metrics.clone(),
         };
-        let compression = match compression {
+        let encoding = batch.encoding;
+        let compression = match batch.compression {
             IpcCompression::Zstd => ipc::Compression::Zstd,
             IpcCompression::Lz4 => ipc::Compression::Lz4,
             IpcCompression::None => ipc::Compression::None,
@@ -80,10 +85,10 @@ impl SpoolThread {
             .spawn(move || {
                 let mut w = Writer {
                     writer,
-                    host_id,
+                    host,
+                    encoding,
                     compression,
                     shipper,
-                    losses,
                     metrics,
                     errors: 0,
                 };
@@ -102,10 +107,10 @@ impl SpoolThread {
 
 struct Writer {
     writer: SpoolWriter,
-    host_id: String,
+    host: Host,
+    encoding: BatchEncoding,
     compression: ipc::Compression,
     shipper: Option<Arc<Notify>>,
-    losses: mpsc::Sender<LossReport>,
     metrics: Arc<Metrics>,
     errors: u64,
 }
@@ -131,7 +136,7 @@ impl Writer {
         let kind = batch.kind;
         let seq = self.writer.next_seq(kind);
         let (encoding, payload) = match batch.payload {
-            Payload::Arrow(b) => match ipc::encode(&b, &self.host_id, seq, self.compression) {
+            Payload::Arrow(b) => match ipc::encode(&b, &self.host.host_id, seq, self.compression) {
                 Ok(bytes) => (Encoding::Arrow, bytes),
                 Err(e) => return self.failed(batch.events, &e.to_string()),
             },
@@ -142,8 +147,8 @@ impl Writer {
             .append(kind, encoding, batch.events, |_| payload)
         {
             Ok(appended) => {
-                for report in appended.evicted {
-                    let _ = self.losses.send(report);
+                if !appended.evicted.is_empty() {
+                    self.report_losses(appended.evicted);
                 }
                 if let Some(n) = &self.shipper {
                     n.notify_one();
@@ -151,6 +156,42 @@ impl Writer {
             }
             Err(e) => self.failed(batch.events, &e.to_string()),
         }
+    }
+
+    /// Append one `loss` event per evicted (segment, kind) as a collector batch.
+    fn report_losses(&mut self, reports: Vec<LossReport>) {
+        let events: Vec<vigil_schema::Event> = reports
+            .into_iter()
+            .map(|report| {
+                let mut ev = crate::pipeline::collector_event(&self.host, 2, "loss");
+                ev.loss = Some(report);
+                ev
+            })
+            .collect();
+        metrics::add(&self.metrics.loss_events, events.len() as u64);
+        let payload = match self.encoding {
+            BatchEncoding::Arrow => {
+                let mut b = EventBatchBuilder::new(EventKind::Collector);
+                for ev in &events {
+                    b.append(ev, None);
+                }
+                Payload::Arrow(b.finish())
+            }
+            BatchEncoding::Json => {
+                let mut lines = Vec::new();
+                for ev in &events {
+                    serde_json::to_writer(&mut lines, ev).expect("an event serialises");
+                    lines.push(b'\n');
+                }
+                Payload::Json(lines)
+            }
+        };
+        // its own append may evict more: reported by the next loss batch
+        self.write(Batch {
+            kind: EventKind::Collector,
+            events: events.len() as u32,
+            payload,
+        });
     }
 
     fn failed(&mut self, events: u32, why: &str) {
