@@ -645,4 +645,76 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn kafka_keys_pass_through_and_topics_default_per_kind() {
+        let c = Config::parse(
+            r#"
+            [kafka]
+            brokers = "127.0.0.1:9092"
+            "security.protocol" = "ssl"
+            "linger.ms" = 20
+            [kafka.topics]
+            file = "custom.files"
+            "#,
+        )
+        .unwrap();
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        let k = c.kafka.unwrap();
+        assert_eq!(
+            k.rdkafka_properties(),
+            [
+                ("linger.ms".to_string(), "20".to_string()),
+                ("security.protocol".to_string(), "ssl".to_string())
+            ]
+        );
+        assert_eq!(k.topic(vigil_schema::EventKind::File), "custom.files");
+        assert_eq!(
+            k.topic(vigil_schema::EventKind::Network),
+            "vigil.events.network"
+        );
+    }
+
+    #[test]
+    fn transport_problems_are_named() {
+        let c = Config::parse(
+            r#"
+            [batch]
+            max_events = 0
+            flush_interval_ms = 0
+            [spool]
+            max_bytes = 100000
+            segment_bytes = 65536
+            [kafka]
+            brokers = ""
+            partitions = 0
+            [kafka.topics]
+            bogus = "x"
+            [metrics]
+            listen = "localhost"
+            "#,
+        )
+        .unwrap();
+        let keys: Vec<String> = c.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "batch.max_events",
+                "batch.flush_interval_ms",
+                "spool.max_bytes",
+                "kafka.brokers",
+                "kafka.topics.bogus",
+                "kafka.partitions",
+                "metrics.listen"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unknown_encoding_is_named() {
+        let err = Config::parse("[batch]\nencoding = \"xml\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("xml") && err.contains("arrow"), "{err}");
+    }
 }

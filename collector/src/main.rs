@@ -6,6 +6,7 @@
 //! spool (a writer thread) and, with `[kafka]`, to the broker (the shipper
 //! thread, which also serves the metrics).
 
+mod bench;
 mod config;
 mod enrich;
 mod metrics;
@@ -13,6 +14,7 @@ mod pipeline;
 mod ship;
 mod sink;
 mod source;
+mod transport;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,18 +23,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tracing::{error, info};
 
-use config::{Config, FsyncPolicy};
+use config::Config;
 use enrich::agents::AgentMatcher;
 use enrich::process_table::ProcessTable;
 use enrich::redact::Redactor;
 use enrich::{Enricher, Host};
 use metrics::Metrics;
 use ship::kafka::Shipper;
-use sink::batch::Batcher;
-use sink::spool::SpoolThread;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
@@ -66,6 +66,13 @@ enum Command {
     Topics {
         #[command(subcommand)]
         action: TopicsAction,
+    },
+    /// Benchmark: synthetic events from the batcher to broker acknowledgement
+    /// (scripts/bench-transport); prints a JSON report.
+    #[command(hide = true)]
+    BenchTransport {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
     },
 }
 
@@ -111,6 +118,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Topics {
             action: TopicsAction::Create,
         }) => return create_topics(&config),
+        Some(Command::BenchTransport { events }) => {
+            let report = bench::run(&config, events)?;
+            println!("{}", serde_json::to_string(&report)?);
+            return Ok(());
+        }
         None => {}
     }
 
@@ -119,7 +131,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .context("invalid redaction pattern")?;
     let agents = AgentMatcher::new(&config.agents)?;
     let table = ProcessTable::new(host.host_id.clone(), config.max_ancestors, agents);
-    let host_id = host.host_id.clone();
     let mut enricher = Enricher::new(host, table, redactor);
     let metrics = Arc::new(Metrics::default());
 
@@ -128,55 +139,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.output.contains(&Output::Stdout) {
         sinks.stdout = Some(sink::stdout::StdoutSink::new());
     }
-    let mut spool_thread = None;
-    let mut shipper = None;
+    let mut transport = None;
     if cli.output.contains(&Output::Spool) {
-        let dir = config.spool_dir();
-        let (writer, recovery) = vigil_spool::SpoolWriter::open(vigil_spool::WriterOptions {
-            dir: dir.clone(),
-            host_id: host_id.clone(),
-            max_bytes: config.spool.max_bytes,
-            segment_bytes: config.spool.segment_bytes,
-            fsync: match config.spool.fsync {
-                FsyncPolicy::Always => vigil_spool::Fsync::Always,
-                FsyncPolicy::Interval => vigil_spool::Fsync::Interval(Duration::from_millis(
-                    config.spool.fsync_interval_ms,
-                )),
-                FsyncPolicy::Never => vigil_spool::Fsync::Never,
-            },
-        })
-        .with_context(|| format!("cannot open the spool {}", dir.display()))?;
-        info!(spool = %dir.display(), segments = recovery.segments, batches = recovery.batches,
-            events = recovery.events, corrupt = recovery.corrupt_records, torn_bytes = recovery.torn_bytes,
-            "spool opened");
-        let spool = writer.spool();
-        let _ = metrics.spool.set(spool.clone());
-        let wake = Arc::new(Notify::new());
-        if let Some(kafka) = &config.kafka {
-            let reader = vigil_spool::SpoolReader::open(spool, "kafka")
-                .context("cannot open the shipper's spool position")?;
-            shipper = Some(
-                Shipper::new(
-                    kafka.clone(),
-                    host_id.clone(),
-                    reader,
-                    config.spool.max_bytes,
-                    wake.clone(),
-                    metrics.clone(),
-                )
-                .context("cannot create the Kafka producer")?,
-            );
-        }
-        let (handle, thread) = SpoolThread::start(
-            writer,
-            enricher.host().clone(),
-            &config.batch,
-            shipper.is_some().then_some(wake),
-            metrics.clone(),
-        )
-        .context("cannot start the spool writer")?;
-        sinks.batcher = Some(Batcher::new(&config.batch, handle));
-        spool_thread = Some(thread);
+        let t = transport::Transport::open(&config, enricher.host().clone(), metrics.clone())?;
+        sinks.batcher = Some(t.batcher);
+        transport = Some((t.spool_thread, t.shipper));
     }
     let metrics_listener = if config.metrics.listen.is_empty() {
         None
@@ -197,9 +164,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         "collector ready"
     );
 
+    let (spool_thread, shipper) = match transport {
+        Some((t, s)) => (Some(t), s),
+        None => (None, None),
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let drain = Duration::from_secs(config.kafka.as_ref().map_or(0, |k| k.shutdown_drain_secs));
-    let transport = start_transport(shipper, metrics_listener, metrics.clone(), stop_rx, drain)?;
+    let network = start_network(shipper, metrics_listener, metrics.clone(), stop_rx, drain)?;
 
     let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
     let intervals = pipeline::Intervals {
@@ -222,7 +193,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         t.join();
     }
     let _ = stop_tx.send(true);
-    if let Some(t) = transport {
+    if let Some(t) = network {
         if t.join().is_err() {
             error!("the shipper thread panicked");
         }
@@ -233,7 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// The shipper and the metrics endpoint, on their own thread and runtime so
 /// the pipeline's loop never waits for the network.
-fn start_transport(
+fn start_network(
     shipper: Option<Shipper>,
     metrics_listener: Option<std::net::TcpListener>,
     metrics: Arc<Metrics>,

@@ -82,7 +82,7 @@ pub struct SharedContext {
 }
 
 impl SharedContext {
-    fn new(data: ProcessContext) -> Self {
+    pub fn new(data: ProcessContext) -> Self {
         Self {
             data,
             json: OnceLock::new(),

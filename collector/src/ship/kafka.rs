@@ -460,3 +460,24 @@ impl Shipper {
         self.cursor_saved = tokio::time::Instant::now();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kafka(extra: &str) -> KafkaConfig {
+        let c =
+            crate::config::Config::parse(&format!("[kafka]\nbrokers = \"127.0.0.1:1\"\n{extra}"))
+                .unwrap();
+        c.kafka.unwrap()
+    }
+
+    #[test]
+    fn librdkafka_properties_are_checked_without_a_broker() {
+        assert_eq!(validate(&kafka("\"linger.ms\" = 20\n")), Ok(()));
+        let err = validate(&kafka("\"no.such.property\" = 1\n")).unwrap_err();
+        assert!(err.contains("no.such.property"), "{err}");
+        let err = validate(&kafka("\"acks\" = \"sometimes\"\n")).unwrap_err();
+        assert!(err.contains("acks"), "{err}");
+    }
+}
