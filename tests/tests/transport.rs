@@ -467,3 +467,41 @@ fn a_corrupt_spool_record_is_skipped_counted_and_the_rest_shipped() {
         }
     }
 }
+
+#[test]
+fn topics_create_makes_every_kind_once() {
+    let broker = Broker::start(free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\n[kafka]\nbrokers = \"{}\"\ntopic_prefix = \"t.\"\n[kafka.topics]\nfile = \"files\"\n",
+            dir.path().display(),
+            broker.brokers()
+        ),
+    )
+    .unwrap();
+    let run = || {
+        let out = Command::new(vigil_e2e::workspace_bin("vigil-collector"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(["topics", "create"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        run(),
+        "t.process\tcreated\nfiles\tcreated\nt.network\tcreated\nt.collector\tcreated\n"
+    );
+    assert_eq!(
+        run(),
+        "t.process\texists\nfiles\texists\nt.network\texists\nt.collector\texists\n"
+    );
+}
