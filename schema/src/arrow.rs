@@ -231,22 +231,60 @@ fn ancestors_builder(fields: Fields) -> ListBuilder<StructBuilder> {
     ListBuilder::new(StructBuilder::from_fields(fields.clone(), 0)).with_field(struct_item(fields))
 }
 
-fn builder_for(field: &Field) -> Box<dyn ArrayBuilder> {
+/// How much a column held in the last batch: the next one is allocated at
+/// that size up front instead of growing (and copying) from nothing.
+#[derive(Debug, Clone, Copy, Default)]
+struct Capacity {
+    rows: usize,
+    items: usize,
+    bytes: usize,
+}
+
+impl Capacity {
+    fn of(builder: &mut Box<dyn ArrayBuilder>) -> Capacity {
+        let rows = builder.len();
+        let any = builder.as_any_mut();
+        if let Some(b) = any.downcast_mut::<StringBuilder>() {
+            return Capacity {
+                rows,
+                items: rows,
+                bytes: b.values_slice().len(),
+            };
+        }
+        if let Some(b) = any.downcast_mut::<ListBuilder<StringBuilder>>() {
+            let v = b.values_ref();
+            return Capacity {
+                rows,
+                items: v.len(),
+                bytes: v.values_slice().len(),
+            };
+        }
+        Capacity {
+            rows,
+            items: 0,
+            bytes: 0,
+        }
+    }
+}
+
+fn builder_for(field: &Field, c: Capacity) -> Box<dyn ArrayBuilder> {
+    let rows = c.rows;
     match field.data_type() {
-        DataType::Utf8 => Box::new(StringBuilder::new()),
-        DataType::UInt16 => Box::new(UInt16Builder::new()),
-        DataType::UInt32 => Box::new(UInt32Builder::new()),
-        DataType::UInt64 => Box::new(UInt64Builder::new()),
-        DataType::Int32 => Box::new(Int32Builder::new()),
-        DataType::Int64 => Box::new(Int64Builder::new()),
-        DataType::Boolean => Box::new(BooleanBuilder::new()),
+        DataType::Utf8 => Box::new(StringBuilder::with_capacity(rows, c.bytes)),
+        DataType::UInt16 => Box::new(UInt16Builder::with_capacity(rows)),
+        DataType::UInt32 => Box::new(UInt32Builder::with_capacity(rows)),
+        DataType::UInt64 => Box::new(UInt64Builder::with_capacity(rows)),
+        DataType::Int32 => Box::new(Int32Builder::with_capacity(rows)),
+        DataType::Int64 => Box::new(Int64Builder::with_capacity(rows)),
+        DataType::Boolean => Box::new(BooleanBuilder::with_capacity(rows)),
         DataType::Timestamp(TimeUnit::Millisecond, None) => {
-            Box::new(TimestampMillisecondBuilder::new())
+            Box::new(TimestampMillisecondBuilder::with_capacity(rows))
         }
         DataType::List(item) => match item.data_type() {
-            DataType::Utf8 => {
-                Box::new(ListBuilder::new(StringBuilder::new()).with_field(string_item()))
-            }
+            DataType::Utf8 => Box::new(
+                ListBuilder::with_capacity(StringBuilder::with_capacity(c.items, c.bytes), rows)
+                    .with_field(string_item()),
+            ),
             DataType::Struct(fields) => Box::new(ancestors_builder(fields.clone())),
             other => unreachable!("no builder for list of {other}"),
         },
@@ -359,7 +397,11 @@ impl Row<'_> {
 impl EventBatchBuilder {
     pub fn new(kind: EventKind) -> Self {
         let schema = schema_for(kind);
-        let columns = schema.fields().iter().map(|f| builder_for(f)).collect();
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| builder_for(f, Capacity::default()))
+            .collect();
         Self {
             kind,
             schema,
@@ -501,9 +543,20 @@ impl EventBatchBuilder {
         self.rows += 1;
     }
 
-    /// The rows appended so far as a batch; the builder starts over empty.
+    /// The rows appended so far as a batch; the builder starts over empty,
+    /// with room for a batch like this one.
     pub fn finish(&mut self) -> RecordBatch {
-        let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(|b| b.finish()).collect();
+        let arrays: Vec<ArrayRef> = self
+            .columns
+            .iter_mut()
+            .zip(self.schema.fields().iter())
+            .map(|(b, field)| {
+                let capacity = Capacity::of(b);
+                let array = b.finish();
+                *b = builder_for(field, capacity);
+                array
+            })
+            .collect();
         self.rows = 0;
         self.bytes = 0;
         RecordBatch::try_new(self.schema.clone(), arrays).expect("builders follow the schema")

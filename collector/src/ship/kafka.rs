@@ -32,7 +32,7 @@ const MAX_IN_FLIGHT: usize = 50_000;
 /// Bytes in flight at most; also at most a quarter of the spool, because
 /// segments in flight cannot be evicted and the bound must hold while the
 /// broker is away.
-const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
+const MAX_IN_FLIGHT_BYTES: usize = 32 << 20;
 /// The cursor file is rewritten at most this often.
 const CURSOR_EVERY: Duration = Duration::from_millis(200);
 /// Waiting after a failure, doubled each time up to the maximum.

@@ -23,9 +23,10 @@ use crate::enrich::Host;
 use crate::metrics::{self, Metrics};
 use crate::sink::batch::{Batch, Payload};
 
-/// Batches waiting for the writer; beyond this the pipeline waits (and the
+/// Batches waiting for the writer (each up to batch.max_bytes, so this bounds
+/// memory too); beyond this the pipeline waits (and the
 /// ring buffer absorbs the load, its drops counted by the kernel).
-const QUEUE: usize = 64;
+const QUEUE: usize = 8;
 
 /// How the pipeline hands batches to the writer thread.
 pub struct SpoolHandle {
