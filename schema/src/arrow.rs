@@ -18,7 +18,9 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Int32Type, Int64Type, TimestampMillisecondType, UInt16Type, UInt32Type, UInt64Type,
 };
-use arrow_array::{Array, ArrayRef, BooleanArray, ListArray, RecordBatch, StringArray};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, DictionaryArray, ListArray, RecordBatch, StringArray,
+};
 use arrow_schema::{ArrowError, DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 use crate::{
@@ -35,6 +37,14 @@ pub const META_SEQ: &str = "vigil.seq";
 
 fn utf8(name: &str, nullable: bool) -> Field {
     Field::new(name, DataType::Utf8, nullable)
+}
+/// A string column stored as a dictionary (Int32 keys): the process context
+/// and host columns, whose values repeat across a batch.
+fn dict(name: &str, nullable: bool) -> Field {
+    Field::new(name, dict_type(), nullable)
+}
+fn dict_type() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
 }
 fn u16f(name: &str) -> Field {
     Field::new(name, DataType::UInt16, true)
@@ -89,10 +99,10 @@ fn envelope() -> Vec<Field> {
         u32f("class_uid", false),
         u32f("activity_id", false),
         utf8("activity_name", false),
-        utf8("host_id", false),
-        utf8("hostname", false),
-        utf8("agent_id", true),
-        utf8("agent_session", true),
+        dict("host_id", false),
+        dict("hostname", false),
+        dict("agent_id", true),
+        dict("agent_session", true),
     ]
 }
 
@@ -101,23 +111,23 @@ fn process_columns() -> Vec<Field> {
     vec![
         u32f("process_pid", true),
         u32f("process_tid", true),
-        utf8("process_uid_exec", true),
-        utf8("process_comm", true),
-        utf8("process_exe", true),
+        dict("process_uid_exec", true),
+        dict("process_comm", true),
+        dict("process_exe", true),
         string_list("process_args"),
-        utf8("process_cmd_line", true),
-        utf8("process_cwd", true),
+        dict("process_cmd_line", true),
+        dict("process_cwd", true),
         u32f("process_user_id", true),
         u32f("process_group_id", true),
-        utf8("process_user", true),
+        dict("process_user", true),
         millis("process_start_time", true),
         u64f("process_cgroup_id", true),
-        utf8("process_cgroup", true),
-        utf8("process_source", true),
+        dict("process_cgroup", true),
+        dict("process_source", true),
         Field::new("process_truncated", DataType::Boolean, true),
         u32f("parent_pid", true),
-        utf8("parent_exe", true),
-        utf8("parent_uid_exec", true),
+        dict("parent_exe", true),
+        dict("parent_uid_exec", true),
         struct_list("ancestors", ancestor_fields()),
     ]
 }
@@ -225,10 +235,79 @@ pub struct EventBatchBuilder {
     /// Rough size of the strings appended, for flushing by size.
     bytes: usize,
     columns: Vec<Box<dyn ArrayBuilder>>,
+    /// Shared contexts seen in this batch: address → index. The Arcs are
+    /// kept until `finish` so an address cannot be reused meanwhile.
+    contexts: std::collections::HashMap<usize, i32>,
+    keep: Vec<Arc<ProcessContext>>,
+    next_context: i32,
 }
 
 fn ancestors_builder(fields: Fields) -> ListBuilder<StructBuilder> {
     ListBuilder::new(StructBuilder::from_fields(fields.clone(), 0)).with_field(struct_item(fields))
+}
+
+/// A dictionary-encoded string column. Context columns get their key from
+/// the batch (one per distinct process context, the same in every context
+/// column), so a context's strings are stored once per batch however many
+/// events share it; host columns reuse the previous row's value when equal.
+#[derive(Debug, Default)]
+struct DictStringBuilder {
+    keys: Int32Builder,
+    values: StringBuilder,
+    last: Option<(String, i32)>,
+}
+
+impl DictStringBuilder {
+    /// Row refers to context `index`; `is_new`: its value is appended now.
+    fn append_shared(&mut self, index: i32, is_new: bool, value: Option<&str>) {
+        if is_new {
+            self.values.append_option(value);
+        }
+        self.keys.append_value(index);
+    }
+
+    fn append_repeated(&mut self, value: &str) {
+        let key = match &self.last {
+            Some((v, k)) if v == value => *k,
+            _ => {
+                let k = self.values.len() as i32;
+                self.values.append_value(value);
+                self.last = Some((value.to_string(), k));
+                k
+            }
+        };
+        self.keys.append_value(key);
+    }
+}
+
+impl ArrayBuilder for DictStringBuilder {
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+    fn finish(&mut self) -> ArrayRef {
+        self.last = None;
+        let keys = self.keys.finish();
+        let values = Arc::new(self.values.finish());
+        Arc::new(
+            DictionaryArray::<Int32Type>::try_new(keys, values).expect("keys index the values"),
+        )
+    }
+    fn finish_cloned(&self) -> ArrayRef {
+        let keys = self.keys.finish_cloned();
+        let values = Arc::new(self.values.finish_cloned());
+        Arc::new(
+            DictionaryArray::<Int32Type>::try_new(keys, values).expect("keys index the values"),
+        )
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+    fn into_box_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
+    }
 }
 
 /// How much a column held in the last batch: the next one is allocated at
@@ -271,6 +350,10 @@ fn builder_for(field: &Field, c: Capacity) -> Box<dyn ArrayBuilder> {
     let rows = c.rows;
     match field.data_type() {
         DataType::Utf8 => Box::new(StringBuilder::with_capacity(rows, c.bytes)),
+        DataType::Dictionary(_, _) => Box::new(DictStringBuilder {
+            keys: Int32Builder::with_capacity(rows),
+            ..Default::default()
+        }),
         DataType::UInt16 => Box::new(UInt16Builder::with_capacity(rows)),
         DataType::UInt32 => Box::new(UInt32Builder::with_capacity(rows)),
         DataType::UInt64 => Box::new(UInt64Builder::with_capacity(rows)),
@@ -310,6 +393,17 @@ impl Row<'_> {
     fn str(&mut self, v: Option<&str>) {
         self.bytes += v.map_or(0, str::len);
         self.next::<StringBuilder>().append_option(v);
+    }
+    /// A context column: the row's context is number `index` in this batch.
+    fn shared(&mut self, ctx: (i32, bool), v: Option<&str>) {
+        if ctx.1 {
+            self.bytes += v.map_or(0, str::len);
+        }
+        self.next::<DictStringBuilder>()
+            .append_shared(ctx.0, ctx.1, v);
+    }
+    fn repeated(&mut self, v: &str) {
+        self.next::<DictStringBuilder>().append_repeated(v);
     }
     fn u16(&mut self, v: Option<u16>) {
         self.next::<UInt16Builder>().append_option(v);
@@ -408,6 +502,9 @@ impl EventBatchBuilder {
             rows: 0,
             bytes: 0,
             columns,
+            contexts: std::collections::HashMap::new(),
+            keep: Vec::new(),
+            next_context: 0,
         }
     }
 
@@ -429,12 +526,32 @@ impl EventBatchBuilder {
         self.bytes + self.rows * self.columns.len() * 8
     }
 
+    /// The row's context number in this batch, and whether it is new.
+    fn context_index(&mut self, context: Option<&Arc<ProcessContext>>) -> (i32, bool) {
+        let index = self.next_context;
+        let Some(c) = context else {
+            self.next_context += 1;
+            return (index, true);
+        };
+        let addr = Arc::as_ptr(c) as usize;
+        if let Some(i) = self.contexts.get(&addr) {
+            return (*i, false);
+        }
+        self.contexts.insert(addr, index);
+        self.keep.push(c.clone());
+        self.next_context += 1;
+        (index, true)
+    }
+
     /// Append one event. Its process context comes from `context` when
-    /// given (the collector shares one per process), else from the event.
+    /// given (the collector shares one per process: stored once per batch),
+    /// else from the event itself.
     ///
     /// Panics if the event's kind is not the builder's: a caller bug.
-    pub fn append(&mut self, event: &Event, context: Option<&ProcessContext>) {
+    pub fn append(&mut self, event: &Event, context: Option<&Arc<ProcessContext>>) {
         assert_eq!(event.kind, self.kind, "event appended to the wrong batch");
+        let ctx = self.context_index(context);
+        let context = context.map(|c| c.as_ref());
         let mut row = Row {
             columns: self.columns.iter_mut(),
             bytes: 0,
@@ -444,8 +561,8 @@ impl EventBatchBuilder {
         row.u32(Some(event.class_uid));
         row.u32(Some(event.activity_id));
         row.str(Some(&event.activity_name));
-        row.str(Some(&event.host_id));
-        row.str(Some(&event.hostname));
+        row.repeated(&event.host_id);
+        row.repeated(&event.hostname);
         let (agent_id, agent_session, process, parent, ancestors) = match context {
             Some(c) => (
                 c.agent_id.as_deref(),
@@ -462,10 +579,10 @@ impl EventBatchBuilder {
                 event.ancestors.as_slice(),
             ),
         };
-        row.str(agent_id);
-        row.str(agent_session);
+        row.shared(ctx, agent_id);
+        row.shared(ctx, agent_session);
         if has_process(self.kind) {
-            append_process(&mut row, process, parent, ancestors);
+            append_process(&mut row, ctx, process, parent, ancestors);
         }
         match self.kind {
             EventKind::Process => {
@@ -559,35 +676,39 @@ impl EventBatchBuilder {
             .collect();
         self.rows = 0;
         self.bytes = 0;
+        self.contexts.clear();
+        self.keep.clear();
+        self.next_context = 0;
         RecordBatch::try_new(self.schema.clone(), arrays).expect("builders follow the schema")
     }
 }
 
 fn append_process(
     row: &mut Row<'_>,
+    ctx: (i32, bool),
     p: Option<&Process>,
     parent: Option<&ProcessRef>,
     ancestors: &[ProcessRef],
 ) {
     row.u32(p.map(|p| p.pid));
     row.u32(p.map(|p| p.tid));
-    row.str(p.map(|p| p.uid_exec.as_str()));
-    row.str(p.map(|p| p.comm.as_str()));
-    row.str(p.map(|p| p.exe.as_str()));
+    row.shared(ctx, p.map(|p| p.uid_exec.as_str()));
+    row.shared(ctx, p.map(|p| p.comm.as_str()));
+    row.shared(ctx, p.map(|p| p.exe.as_str()));
     row.strings(p.map(|p| p.args.as_slice()));
-    row.str(p.map(|p| p.cmd_line.as_str()));
-    row.str(p.map(|p| p.cwd.as_str()));
+    row.shared(ctx, p.map(|p| p.cmd_line.as_str()));
+    row.shared(ctx, p.map(|p| p.cwd.as_str()));
     row.u32(p.map(|p| p.user_id));
     row.u32(p.map(|p| p.group_id));
-    row.str(p.map(|p| p.user.as_str()));
+    row.shared(ctx, p.map(|p| p.user.as_str()));
     row.millis(p.map(|p| p.start_time));
     row.u64(p.map(|p| p.cgroup_id));
-    row.str(p.map(|p| p.cgroup.as_str()));
-    row.str(p.map(|p| p.source.as_str()));
+    row.shared(ctx, p.map(|p| p.cgroup.as_str()));
+    row.shared(ctx, p.map(|p| p.source.as_str()));
     row.bool(p.map(|p| p.truncated));
     row.u32(parent.map(|p| p.pid));
-    row.str(parent.map(|p| p.exe.as_str()));
-    row.str(parent.map(|p| p.uid_exec.as_str()));
+    row.shared(ctx, parent.map(|p| p.exe.as_str()));
+    row.shared(ctx, parent.map(|p| p.uid_exec.as_str()));
     row.ancestors((!ancestors.is_empty()).then_some(ancestors));
 }
 
@@ -634,7 +755,19 @@ impl<'a> Columns<'a> {
             })
     }
     fn str(&self, column: &'static str) -> Result<Str<'a>, DecodeError> {
-        Ok(Str(self.typed::<StringArray>(column)?))
+        let array = self.get(column)?;
+        if let Some(a) = array.as_any().downcast_ref::<StringArray>() {
+            return Ok(Str::Plain(a));
+        }
+        if let Some(d) = array.as_any().downcast_ref::<DictionaryArray<Int32Type>>() {
+            if let Some(values) = d.values().as_any().downcast_ref::<StringArray>() {
+                return Ok(Str::Dict(d.keys(), values));
+            }
+        }
+        Err(DecodeError::Column {
+            column,
+            problem: format!("unexpected type {}", array.data_type()),
+        })
     }
     fn prim<T: arrow_array::ArrowPrimitiveType>(
         &self,
@@ -650,10 +783,22 @@ impl<'a> Columns<'a> {
     }
 }
 
-struct Str<'a>(&'a StringArray);
+enum Str<'a> {
+    Plain(&'a StringArray),
+    Dict(&'a arrow_array::Int32Array, &'a StringArray),
+}
 impl Str<'_> {
     fn get(&self, i: usize) -> Option<String> {
-        self.0.is_valid(i).then(|| self.0.value(i).to_string())
+        match self {
+            Str::Plain(a) => a.is_valid(i).then(|| a.value(i).to_string()),
+            Str::Dict(keys, values) => {
+                if !keys.is_valid(i) {
+                    return None;
+                }
+                let k = usize::try_from(keys.value(i)).ok()?;
+                (k < values.len() && values.is_valid(k)).then(|| values.value(k).to_string())
+            }
+        }
     }
     fn or_empty(&self, i: usize) -> String {
         self.get(i).unwrap_or_default()
@@ -1245,9 +1390,28 @@ mod tests {
             parent_process: bare.parent_process.take(),
             ancestors: std::mem::take(&mut bare.ancestors),
         };
+        let context = Arc::new(context);
         let mut builder = EventBatchBuilder::new(EventKind::File);
-        builder.append(&bare, Some(&context));
-        assert_eq!(decode_batch(&builder.finish()).unwrap(), vec![full]);
+        // the same context three times: stored once, decoded into each event
+        for _ in 0..3 {
+            builder.append(&bare, Some(&context));
+        }
+        let other = sample(EventKind::File, 5);
+        builder.append(&other, None);
+        let batch = builder.finish();
+        let exe = batch
+            .column_by_name("process_exe")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<DictionaryArray<Int32Type>>()
+            .unwrap()
+            .values()
+            .len();
+        assert_eq!(exe, 2, "one value per distinct context");
+        assert_eq!(
+            decode_batch(&batch).unwrap(),
+            vec![full.clone(), full.clone(), full, other]
+        );
     }
 
     #[test]

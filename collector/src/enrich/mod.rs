@@ -77,21 +77,21 @@ pub struct Output {
 /// A process context and, rendered on first use, its JSON members (without
 /// braces) for the stdout sink to splice into each event object.
 pub struct SharedContext {
-    pub data: ProcessContext,
+    pub data: Arc<ProcessContext>,
     json: OnceLock<Box<str>>,
 }
 
 impl SharedContext {
     pub fn new(data: ProcessContext) -> Self {
         Self {
-            data,
+            data: Arc::new(data),
             json: OnceLock::new(),
         }
     }
 
     pub fn json_members(&self) -> &str {
         self.json.get_or_init(|| {
-            let json = serde_json::to_string(&self.data).expect("context serialises");
+            let json = serde_json::to_string(&*self.data).expect("context serialises");
             json[1..json.len() - 1].into()
         })
     }
