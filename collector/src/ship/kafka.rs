@@ -170,6 +170,8 @@ pub struct Shipper {
     metrics: Arc<Metrics>,
     backoff: Duration,
     cursor_saved: tokio::time::Instant,
+    /// The position last written to the cursor file.
+    saved: Option<Position>,
 }
 
 enum Step {
@@ -205,6 +207,7 @@ impl Shipper {
             metrics,
             backoff: BACKOFF_MIN,
             cursor_saved: tokio::time::Instant::now(),
+            saved: None,
         })
     }
 
@@ -454,8 +457,13 @@ impl Shipper {
     }
 
     fn save_cursor(&mut self) {
-        if let Err(e) = self.reader.save_cursor() {
-            error!(error = %e, "spool: cannot save the shipper's position");
+        let acked = self.reader.acked();
+        if self.saved == Some(acked) {
+            return;
+        }
+        match self.reader.save_cursor() {
+            Ok(()) => self.saved = Some(acked),
+            Err(e) => error!(error = %e, "spool: cannot save the shipper's position"),
         }
         self.cursor_saved = tokio::time::Instant::now();
     }
