@@ -242,7 +242,7 @@ pub struct EventBatchBuilder {
     next_context: i32,
 }
 
-fn ancestors_builder(fields: Fields) -> ListBuilder<StructBuilder> {
+fn struct_list_builder(fields: Fields) -> ListBuilder<StructBuilder> {
     ListBuilder::new(StructBuilder::from_fields(fields.clone(), 0)).with_field(struct_item(fields))
 }
 
@@ -310,12 +310,54 @@ impl ArrayBuilder for DictStringBuilder {
     }
 }
 
+/// A list column of the process context (`process_args`, `ancestors`): each
+/// distinct context's list is built once per batch and copied to its rows in
+/// bulk at `finish`.
+struct SharedListBuilder<B: ArrayBuilder> {
+    /// One list per distinct context, in context-index order.
+    values: ListBuilder<B>,
+    /// Per row: its context index.
+    keys: Int32Builder,
+}
+
+impl<B: ArrayBuilder> std::fmt::Debug for SharedListBuilder<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedListBuilder")
+            .field("rows", &self.keys.len())
+            .finish()
+    }
+}
+
+impl<B: ArrayBuilder> ArrayBuilder for SharedListBuilder<B> {
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+    fn finish(&mut self) -> ArrayRef {
+        let values = self.values.finish();
+        let keys = self.keys.finish();
+        arrow_select::take::take(&values, &keys, None).expect("keys index the contexts")
+    }
+    fn finish_cloned(&self) -> ArrayRef {
+        let values = self.values.finish_cloned();
+        let keys = self.keys.finish_cloned();
+        arrow_select::take::take(&values, &keys, None).expect("keys index the contexts")
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+    fn into_box_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
+    }
+}
+
 /// How much a column held in the last batch: the next one is allocated at
 /// that size up front instead of growing (and copying) from nothing.
 #[derive(Debug, Clone, Copy, Default)]
 struct Capacity {
     rows: usize,
-    items: usize,
     bytes: usize,
 }
 
@@ -326,23 +368,10 @@ impl Capacity {
         if let Some(b) = any.downcast_mut::<StringBuilder>() {
             return Capacity {
                 rows,
-                items: rows,
                 bytes: b.values_slice().len(),
             };
         }
-        if let Some(b) = any.downcast_mut::<ListBuilder<StringBuilder>>() {
-            let v = b.values_ref();
-            return Capacity {
-                rows,
-                items: v.len(),
-                bytes: v.values_slice().len(),
-            };
-        }
-        Capacity {
-            rows,
-            items: 0,
-            bytes: 0,
-        }
+        Capacity { rows, bytes: 0 }
     }
 }
 
@@ -364,11 +393,18 @@ fn builder_for(field: &Field, c: Capacity) -> Box<dyn ArrayBuilder> {
             Box::new(TimestampMillisecondBuilder::with_capacity(rows))
         }
         DataType::List(item) => match item.data_type() {
-            DataType::Utf8 => Box::new(
-                ListBuilder::with_capacity(StringBuilder::with_capacity(c.items, c.bytes), rows)
-                    .with_field(string_item()),
-            ),
-            DataType::Struct(fields) => Box::new(ancestors_builder(fields.clone())),
+            DataType::Utf8 => Box::new(SharedListBuilder {
+                values: ListBuilder::new(StringBuilder::new()).with_field(string_item()),
+                keys: Int32Builder::with_capacity(rows),
+            }),
+            // per-row counters, not part of a process context
+            DataType::Struct(fields) if field.name() == "kernel_drops" => {
+                Box::new(struct_list_builder(fields.clone()))
+            }
+            DataType::Struct(fields) => Box::new(SharedListBuilder {
+                values: struct_list_builder(fields.clone()),
+                keys: Int32Builder::with_capacity(rows),
+            }),
             other => unreachable!("no builder for list of {other}"),
         },
         other => unreachable!("no builder for {other}"),
@@ -426,9 +462,13 @@ impl Row<'_> {
     fn millis(&mut self, v: Option<i64>) {
         self.next::<TimestampMillisecondBuilder>().append_option(v);
     }
-    fn strings(&mut self, v: Option<&[String]>) {
-        self.bytes += v.map_or(0, |items| items.iter().map(String::len).sum());
-        let b = self.next::<ListBuilder<StringBuilder>>();
+    fn strings(&mut self, ctx: (i32, bool), v: Option<&[String]>) {
+        let shared = self.next::<SharedListBuilder<StringBuilder>>();
+        shared.keys.append_value(ctx.0);
+        if !ctx.1 {
+            return;
+        }
+        let b = &mut shared.values;
         match v {
             Some(items) => {
                 for s in items {
@@ -438,15 +478,23 @@ impl Row<'_> {
             }
             None => b.append(false),
         }
+        self.bytes += v.map_or(0, |items| items.iter().map(String::len).sum());
     }
-    fn ancestors(&mut self, v: Option<&[ProcessRef]>) {
-        self.bytes += v.map_or(0, |items| {
-            items
-                .iter()
-                .map(|a| a.exe.len() + a.uid_exec.len() + 4)
-                .sum()
-        });
-        let b = self.next::<ListBuilder<StructBuilder>>();
+    fn ancestors(&mut self, ctx: (i32, bool), v: Option<&[ProcessRef]>) {
+        if ctx.1 {
+            self.bytes += v.map_or(0, |items| {
+                items
+                    .iter()
+                    .map(|a| a.exe.len() + a.uid_exec.len() + 4)
+                    .sum()
+            });
+        }
+        let shared = self.next::<SharedListBuilder<StructBuilder>>();
+        shared.keys.append_value(ctx.0);
+        if !ctx.1 {
+            return;
+        }
+        let b = &mut shared.values;
         match v {
             Some(items) => {
                 let s = b.values();
@@ -695,7 +743,7 @@ fn append_process(
     row.shared(ctx, p.map(|p| p.uid_exec.as_str()));
     row.shared(ctx, p.map(|p| p.comm.as_str()));
     row.shared(ctx, p.map(|p| p.exe.as_str()));
-    row.strings(p.map(|p| p.args.as_slice()));
+    row.strings(ctx, p.map(|p| p.args.as_slice()));
     row.shared(ctx, p.map(|p| p.cmd_line.as_str()));
     row.shared(ctx, p.map(|p| p.cwd.as_str()));
     row.u32(p.map(|p| p.user_id));
@@ -709,7 +757,7 @@ fn append_process(
     row.u32(parent.map(|p| p.pid));
     row.shared(ctx, parent.map(|p| p.exe.as_str()));
     row.shared(ctx, parent.map(|p| p.uid_exec.as_str()));
-    row.ancestors((!ancestors.is_empty()).then_some(ancestors));
+    row.ancestors(ctx, (!ancestors.is_empty()).then_some(ancestors));
 }
 
 /// Why a batch could not be turned back into events.
