@@ -128,8 +128,8 @@ impl Shipped {
 
 /// Every message of every event topic: read from the beginning up to each
 /// partition's high watermark at the time of the call (so a slow fetch is
-/// waited for, not mistaken for the end). `_quiet` is kept for callers.
-pub fn read_all(brokers: &str, _quiet: Duration, timeout: Duration) -> Vec<Shipped> {
+/// waited for, not mistaken for the end), then on until 2 s pass without more.
+pub fn read_all(brokers: &str, timeout: Duration) -> Vec<Shipped> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "vigil-e2e-reader")

@@ -128,11 +128,7 @@ fn round_trip(encoding: &str) {
     });
     let stderr_marker = m; // keeps the marker in failure output
     let printed = c.stop();
-    let messages = kafka::read_all(
-        &broker.brokers(),
-        Duration::from_secs(3),
-        Duration::from_secs(60),
-    );
+    let messages = kafka::read_all(&broker.brokers(), Duration::from_secs(60));
     assert!(!messages.is_empty(), "nothing shipped ({stderr_marker})");
     for msg in &messages {
         assert_eq!(msg.key, HOST.as_bytes(), "message key is the host id");
@@ -206,11 +202,7 @@ fn a_broker_down_for_30_s_loses_nothing() {
     // counts as delivered is missing from this snapshot.
     signal(c.pid(), libc::SIGSTOP);
     std::thread::sleep(Duration::from_secs(1));
-    let before = kafka::read_all(
-        &broker.brokers(),
-        Duration::from_secs(2),
-        Duration::from_secs(30),
-    );
+    let before = kafka::read_all(&broker.brokers(), Duration::from_secs(30));
     broker.stop();
     signal(c.pid(), libc::SIGCONT);
     std::thread::sleep(Duration::from_secs(30));
@@ -223,11 +215,7 @@ fn a_broker_down_for_30_s_loses_nothing() {
     let failures = metric(&kafka::scrape(&metrics), "vigil_delivery_failures_total");
     let printed = c.stop();
 
-    let after = kafka::read_all(
-        &broker.brokers(),
-        Duration::from_secs(3),
-        Duration::from_secs(60),
-    );
+    let after = kafka::read_all(&broker.brokers(), Duration::from_secs(60));
     assert!(!before.is_empty() && !after.is_empty());
     let shipped = kafka::dedup(before.iter().chain(&after).map(kafka::decode).collect());
     for (kind, b) in &shipped {
@@ -268,11 +256,7 @@ fn a_collector_killed_mid_stream_resumes_without_a_gap() {
     std::thread::sleep(Duration::from_secs(1));
     second.stop();
 
-    let messages = kafka::read_all(
-        &broker.brokers(),
-        Duration::from_secs(3),
-        Duration::from_secs(60),
-    );
+    let messages = kafka::read_all(&broker.brokers(), Duration::from_secs(60));
     let shipped = kafka::dedup(messages.iter().map(kafka::decode).collect());
     for kind in [EventKind::File, EventKind::Process, EventKind::Collector] {
         let b = shipped
@@ -323,11 +307,7 @@ fn a_full_spool_evicts_counts_exactly_and_reports_after_reconnect() {
     let printed = c.stop();
     let printed_kinds = printed_by_kind(&printed);
 
-    let messages = kafka::read_all(
-        &broker.brokers(),
-        Duration::from_secs(3),
-        Duration::from_secs(60),
-    );
+    let messages = kafka::read_all(&broker.brokers(), Duration::from_secs(60));
     let shipped = kafka::dedup(messages.iter().map(kafka::decode).collect());
     let losses: Vec<LossReport> = shipped
         .get(&EventKind::Collector)
@@ -447,11 +427,7 @@ fn a_corrupt_spool_record_is_skipped_counted_and_the_rest_shipped() {
         "the skip is logged: {stderr}"
     );
 
-    let messages = kafka::read_all(
-        &broker.brokers(),
-        Duration::from_secs(3),
-        Duration::from_secs(60),
-    );
+    let messages = kafka::read_all(&broker.brokers(), Duration::from_secs(60));
     let shipped: Vec<(EventKind, u64)> = messages.iter().map(|m| (m.kind(), m.seq())).collect();
     assert!(
         !shipped.contains(&victim_id),
