@@ -143,3 +143,109 @@ impl Batcher {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use vigil_schema::{Event, EventKind};
+    use vigil_spool::reader::Read;
+    use vigil_spool::{Fsync, SpoolReader, SpoolWriter, WriterOptions};
+
+    use super::*;
+    use crate::config::BatchConfig;
+    use crate::enrich::{Host, Output};
+    use crate::metrics::Metrics;
+    use crate::sink::spool::SpoolThread;
+
+    fn output(kind: EventKind, n: u64) -> Output {
+        Output {
+            event: Event::new(kind, 1001, 14, "open", 1, n, "h", "vm"),
+            context: None,
+        }
+    }
+
+    /// (kind, seq, events) of every batch in the spool.
+    fn spooled(
+        dir: &std::path::Path,
+        config: &BatchConfig,
+        feed: impl FnOnce(&mut Batcher),
+    ) -> Vec<(EventKind, u64, u32)> {
+        let (writer, _) = SpoolWriter::open(WriterOptions {
+            dir: dir.to_path_buf(),
+            host_id: "h".into(),
+            max_bytes: 1 << 30,
+            segment_bytes: 1 << 20,
+            fsync: Fsync::Never,
+        })
+        .unwrap();
+        let spool = writer.spool();
+        let host = Host {
+            host_id: "h".into(),
+            hostname: "vm".into(),
+        };
+        let (handle, thread) =
+            SpoolThread::start(writer, host, config, None, Arc::new(Metrics::default())).unwrap();
+        let mut batcher = Batcher::new(config, handle);
+        feed(&mut batcher);
+        drop(batcher);
+        thread.join();
+        let mut reader = SpoolReader::open(spool, "test").unwrap();
+        let mut out = Vec::new();
+        while let Read::Batch { record, .. } = reader.next_batch().unwrap() {
+            let h = record.header;
+            out.push((h.kind().unwrap(), h.seq, h.events));
+        }
+        out
+    }
+
+    #[test]
+    fn batches_close_by_count_by_age_and_per_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BatchConfig {
+            max_events: 3,
+            flush_interval_ms: 30,
+            ..Default::default()
+        };
+        let got = spooled(dir.path(), &config, |b| {
+            for n in 0..7 {
+                b.push(&output(EventKind::File, n)).unwrap();
+            }
+            b.push(&output(EventKind::Network, 0)).unwrap();
+            b.flush_due(); // nothing is 30 ms old yet
+            std::thread::sleep(Duration::from_millis(40));
+            b.flush_due();
+        });
+        assert_eq!(
+            got,
+            [
+                (EventKind::File, 1, 3),
+                (EventKind::File, 2, 3),
+                (EventKind::File, 3, 1),
+                (EventKind::Network, 1, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn batches_close_by_size_in_either_encoding() {
+        for encoding in [BatchEncoding::Arrow, BatchEncoding::Json] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = BatchConfig {
+                encoding,
+                max_bytes: 2048,
+                ..Default::default()
+            };
+            let got = spooled(dir.path(), &config, |b| {
+                for n in 0..100 {
+                    b.push(&output(EventKind::File, n)).unwrap();
+                }
+                b.flush_all();
+            });
+            let events: u32 = got.iter().map(|g| g.2).sum();
+            assert_eq!(events, 100, "{encoding:?}");
+            assert!(got.len() > 2, "{encoding:?}: closed by size: {got:?}");
+        }
+    }
+}
