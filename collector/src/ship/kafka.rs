@@ -68,7 +68,16 @@ pub fn validate(config: &KafkaConfig) -> Result<(), String> {
     client_config(config)
         .create::<rdkafka::producer::BaseProducer>()
         .map(drop)
-        .map_err(|e| e.to_string())
+        .map_err(|e| match e {
+            // name the key as it is written in the config file
+            KafkaError::ClientConfig(_, description, key, value) => {
+                format!(
+                    "\"{key}\" = {value:?}: {}",
+                    description.trim_end_matches(&*format!(" {key} {value}"))
+                )
+            }
+            other => other.to_string(),
+        })
 }
 
 /// Create every event kind's topic that does not exist yet.
