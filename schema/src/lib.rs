@@ -348,3 +348,18 @@ pub struct LossReport {
     /// Why: `spool_full`.
     pub reason: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_codes_are_one_based_in_all_order() {
+        // the spool header and the collector's per-kind counters index by them
+        for (i, kind) in EventKind::ALL.iter().enumerate() {
+            assert_eq!(usize::from(kind.code()), i + 1);
+            assert_eq!(EventKind::from_code(kind.code()), Some(*kind));
+            assert_eq!(EventKind::from_name(kind.as_str()), Some(*kind));
+        }
+    }
+}

@@ -89,9 +89,6 @@ pub struct SpoolCounters {
 }
 
 impl SpoolCounters {
-    pub fn get(c: &AtomicU64) -> u64 {
-        c.load(Ordering::Relaxed)
-    }
     pub(crate) fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
     }
@@ -122,21 +119,5 @@ impl Spool {
         // a panic elsewhere while holding the lock leaves consistent data:
         // every update is a single field write or map insert
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Segments on disk now.
-    pub fn segment_count(&self) -> usize {
-        self.state().segments.len()
-    }
-
-    /// Batches and events written but not yet acknowledged by the consumer
-    /// (everything, when there is no consumer).
-    pub fn backlog(&self) -> (u64, u64) {
-        let st = self.state();
-        let from = st.pinned.map_or(0, |(lo, _)| lo);
-        st.segments
-            .range(from..)
-            .flat_map(|(_, m)| m.kinds.values())
-            .fold((0, 0), |(b, e), k| (b + k.batches, e + k.events))
     }
 }

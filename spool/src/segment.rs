@@ -66,10 +66,6 @@ impl SegmentReader {
         })
     }
 
-    pub fn position(&self) -> u64 {
-        self.pos
-    }
-
     pub fn set_limit(&mut self, limit: u64) {
         self.limit = limit;
     }

@@ -240,17 +240,16 @@ impl SpoolWriter {
         self.next_seq.get(&kind).copied().unwrap_or(1)
     }
 
-    /// Append one batch. `encode` gets the batch's sequence number (so the
-    /// payload can carry it) and returns the payload.
+    /// Append one batch as the next of its kind: its sequence number is
+    /// [`next_seq`](Self::next_seq), which the payload may carry.
     pub fn append(
         &mut self,
         kind: EventKind,
         encoding: Encoding,
         events: u32,
-        encode: impl FnOnce(u64) -> Vec<u8>,
+        payload: &[u8],
     ) -> io::Result<Appended> {
         let seq = self.next_seq(kind);
-        let payload = encode(seq);
         if payload.len() > MAX_PAYLOAD as usize {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -260,7 +259,7 @@ impl SpoolWriter {
                 ),
             ));
         }
-        let record = RecordHeader::batch(kind, encoding, seq, events).encode(&payload);
+        let record = RecordHeader::batch(kind, encoding, seq, events).encode(payload);
         if self.len + record.len() as u64 > self.opts.segment_bytes {
             self.roll()?;
         }
@@ -291,7 +290,6 @@ impl SpoolWriter {
             Fsync::Never => {}
         }
         let evicted = self.enforce_bound();
-        self.update_bytes();
         Ok(Appended {
             seq,
             bytes: record.len() as u64,
@@ -338,6 +336,7 @@ impl SpoolWriter {
 
     /// Delete segments until the spool fits its bound: oldest first, never
     /// the one being written nor those the consumer has in hand.
+    /// Also publishes the spool's size to its counters.
     fn enforce_bound(&mut self) -> Vec<LossReport> {
         let mut reports = Vec::new();
         let mut st = self.spool.state();
@@ -381,6 +380,11 @@ impl SpoolWriter {
                 });
             }
         }
+        drop(st);
+        self.spool
+            .counters
+            .bytes
+            .store(total, std::sync::atomic::Ordering::Relaxed);
         if !reports.is_empty() {
             let events: u64 = reports.iter().map(|r| r.events).sum();
             warn!(

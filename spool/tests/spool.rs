@@ -22,7 +22,8 @@ fn payload(kind: EventKind, seq: u64) -> Vec<u8> {
 }
 
 fn append(w: &mut SpoolWriter, kind: EventKind, events: u32) -> u64 {
-    w.append(kind, Encoding::Json, events, |seq| payload(kind, seq))
+    let seq = w.next_seq(kind);
+    w.append(kind, Encoding::Json, events, &payload(kind, seq))
         .unwrap()
         .seq
 }
@@ -207,7 +208,7 @@ fn a_full_spool_evicts_unread_batches_and_counts_them_exactly() {
             EventKind::File
         };
         let a = w
-            .append(kind, Encoding::Json, 5, |seq| payload(kind, seq))
+            .append(kind, Encoding::Json, 5, &payload(kind, w.next_seq(kind)))
             .unwrap();
         reports.extend(a.evicted);
     }
@@ -252,9 +253,12 @@ fn without_a_consumer_a_full_spool_retires_old_segments() {
     let mut lost = 0;
     for _ in 0..100 {
         lost += w
-            .append(EventKind::File, Encoding::Json, 1, |seq| {
-                payload(EventKind::File, seq)
-            })
+            .append(
+                EventKind::File,
+                Encoding::Json,
+                1,
+                &payload(EventKind::File, w.next_seq(EventKind::File)),
+            )
             .unwrap()
             .evicted
             .len();

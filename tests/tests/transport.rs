@@ -18,8 +18,15 @@ fn config(brokers: &str, extra: &str) -> String {
     format!("host_id = \"{HOST}\"\n{extra}\n[kafka]\nbrokers = \"{brokers}\"\npartitions = 2\n")
 }
 
-fn metrics_section(port: u16) -> String {
-    format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n")
+/// A collector shipping to `brokers` with `extra` config and a metrics
+/// endpoint on a free port; returns it with that endpoint's address.
+fn start_with_metrics(brokers: &str, extra: &str, options: StartOptions) -> (Collector, String) {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let extra = format!("[metrics]\nlisten = \"{metrics}\"\n{extra}");
+    (
+        Collector::start_with(&config(brokers, &extra), options),
+        metrics,
+    )
 }
 
 /// Files written and read, processes started, one TCP connection: every kind.
@@ -179,16 +186,9 @@ fn signal(pid: u32, sig: i32) {
 #[test]
 fn a_broker_down_for_30_s_loses_nothing() {
     let mut broker = Broker::start(free_port());
-    let metrics_port = free_port();
-    let metrics = format!("127.0.0.1:{metrics_port}");
-    let c = Collector::start_with(
-        &config(
-            &broker.brokers(),
-            &format!(
-                "{}[batch]\nflush_interval_ms = 100\n",
-                metrics_section(metrics_port)
-            ),
-        ),
+    let (c, metrics) = start_with_metrics(
+        &broker.brokers(),
+        "[batch]\nflush_interval_ms = 100\n",
         StartOptions {
             output: "stdout,spool",
             ..Default::default()
@@ -278,17 +278,10 @@ fn a_collector_killed_mid_stream_resumes_without_a_gap() {
 #[test]
 fn a_full_spool_evicts_counts_exactly_and_reports_after_reconnect() {
     let port = free_port(); // no broker yet
-    let metrics_port = free_port();
-    let metrics = format!("127.0.0.1:{metrics_port}");
-    let c = Collector::start_with(
-        &config(
-            &format!("127.0.0.1:{port}"),
-            &format!(
-                "{}[batch]\nflush_interval_ms = 50\ncompression = \"none\"\n\
-                 [spool]\nmax_bytes = 262144\nsegment_bytes = 65536\n",
-                metrics_section(metrics_port)
-            ),
-        ),
+    let (c, metrics) = start_with_metrics(
+        &format!("127.0.0.1:{port}"),
+        "[batch]\nflush_interval_ms = 50\ncompression = \"none\"\n\
+         [spool]\nmax_bytes = 262144\nsegment_bytes = 65536\n",
         StartOptions {
             output: "stdout,spool",
             ..Default::default()
@@ -401,10 +394,9 @@ fn a_corrupt_spool_record_is_skipped_counted_and_the_rest_shipped() {
     let victim_id = (victim.header.kind().unwrap(), victim.header.seq);
 
     let broker = Broker::start(free_port());
-    let metrics_port = free_port();
-    let metrics = format!("127.0.0.1:{metrics_port}");
-    let shipper = Collector::start_with(
-        &config(&broker.brokers(), &metrics_section(metrics_port)),
+    let (shipper, metrics) = start_with_metrics(
+        &broker.brokers(),
+        "",
         StartOptions {
             output: "spool",
             data_dir: Some(data.path().to_path_buf()),

@@ -143,10 +143,7 @@ impl Writer {
             },
             Payload::Json(lines) => (Encoding::Json, lines),
         };
-        match self
-            .writer
-            .append(kind, encoding, batch.events, |_| payload)
-        {
+        match self.writer.append(kind, encoding, batch.events, &payload) {
             Ok(appended) => {
                 if !appended.evicted.is_empty() {
                     self.report_losses(appended.evicted);
