@@ -11,12 +11,12 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    ArrayBuilder, BooleanBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
+    ArrayBuilder, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
     StructBuilder, TimestampMillisecondBuilder, UInt16Builder, UInt32Builder, UInt64Builder,
 };
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Int32Type, Int64Type, TimestampMillisecondType, UInt16Type, UInt32Type, UInt64Type,
+    Float64Type, Int32Type, Int64Type, TimestampMillisecondType, UInt16Type, UInt32Type, UInt64Type,
 };
 use arrow_array::{
     Array, ArrayRef, BooleanArray, DictionaryArray, ListArray, RecordBatch, StringArray,
@@ -25,7 +25,8 @@ use arrow_schema::{ArrowError, DataType, Field, Fields, Schema, SchemaRef, TimeU
 
 use crate::{
     CollectorStats, Endpoint, Event, EventKind, ExitStatus, FileActivity, LossReport,
-    NetworkActivity, Process, ProcessContext, ProcessRef, TransportStats, SCHEMA_VERSION,
+    NetworkActivity, Process, ProcessContext, ProcessRef, QuantumJob, TransportStats,
+    SCHEMA_VERSION,
 };
 
 /// Schema metadata keys. A transport adds `vigil.host_id` and `vigil.seq`
@@ -60,6 +61,9 @@ fn i32f(name: &str) -> Field {
 }
 fn i64f(name: &str) -> Field {
     Field::new(name, DataType::Int64, true)
+}
+fn f64f(name: &str) -> Field {
+    Field::new(name, DataType::Float64, true)
 }
 fn millis(name: &str, nullable: bool) -> Field {
     Field::new(
@@ -199,6 +203,43 @@ fn kind_columns(kind: EventKind) -> Vec<Field> {
             u64f("loss_batches", true),
             u64f("loss_events", true),
             utf8("loss_reason", true),
+        ],
+        // `provider` is null when the event has no job section
+        EventKind::QuantumJob => vec![
+            utf8("provider", true),
+            utf8("route", true),
+            utf8("endpoint", true),
+            utf8("method", true),
+            utf8("operation", true),
+            utf8("decision", true),
+            utf8("policy_limit", true),
+            utf8("policy_reason", true),
+            u16f("http_status"),
+            u64f("latency_ms", true),
+            utf8("backend", true),
+            utf8("device_type", true),
+            utf8("program", true),
+            utf8("session_id", true),
+            utf8("job_id", true),
+            u64f("circuits", true),
+            u32f("qubits", true),
+            u64f("instructions", true),
+            u64f("depth", true),
+            u64f("two_qubit_gates", true),
+            u64f("parameters", true),
+            u64f("bindings", true),
+            u64f("shots", true),
+            u64f("executions", true),
+            u64f("tags", true),
+            u64f("tags_bytes", true),
+            u64f("metadata_bytes", true),
+            utf8("output_location", true),
+            u64f("payload_bytes", true),
+            string_list("circuit_hashes"),
+            utf8("status", true),
+            utf8("previous_status", true),
+            f64f("usage_seconds"),
+            utf8("parse_error", true),
         ],
     }
 }
@@ -388,11 +429,16 @@ fn builder_for(field: &Field, c: Capacity) -> Box<dyn ArrayBuilder> {
         DataType::UInt64 => Box::new(UInt64Builder::with_capacity(rows)),
         DataType::Int32 => Box::new(Int32Builder::with_capacity(rows)),
         DataType::Int64 => Box::new(Int64Builder::with_capacity(rows)),
+        DataType::Float64 => Box::new(Float64Builder::with_capacity(rows)),
         DataType::Boolean => Box::new(BooleanBuilder::with_capacity(rows)),
         DataType::Timestamp(TimeUnit::Millisecond, None) => {
             Box::new(TimestampMillisecondBuilder::with_capacity(rows))
         }
         DataType::List(item) => match item.data_type() {
+            // per-row strings, not part of a process context
+            DataType::Utf8 if field.name() == "circuit_hashes" => {
+                Box::new(ListBuilder::new(StringBuilder::new()).with_field(string_item()))
+            }
             DataType::Utf8 => Box::new(SharedListBuilder {
                 values: ListBuilder::new(StringBuilder::new()).with_field(string_item()),
                 keys: Int32Builder::with_capacity(rows),
@@ -458,6 +504,23 @@ impl Row<'_> {
     }
     fn bool(&mut self, v: Option<bool>) {
         self.next::<BooleanBuilder>().append_option(v);
+    }
+    fn f64(&mut self, v: Option<f64>) {
+        self.next::<Float64Builder>().append_option(v);
+    }
+    /// A list of strings of this row alone (null when `None`).
+    fn row_strings(&mut self, v: Option<&[String]>) {
+        self.bytes += v.map_or(0, |items| items.iter().map(String::len).sum());
+        let b = self.next::<ListBuilder<StringBuilder>>();
+        match v {
+            Some(items) => {
+                for s in items {
+                    b.values().append_value(s);
+                }
+                b.append(true);
+            }
+            None => b.append(false),
+        }
     }
     fn millis(&mut self, v: Option<i64>) {
         self.next::<TimestampMillisecondBuilder>().append_option(v);
@@ -702,6 +765,7 @@ impl EventBatchBuilder {
                 row.u64(l.map(|l| l.events));
                 row.str(l.map(|l| l.reason.as_str()));
             }
+            EventKind::QuantumJob => append_job(&mut row, event.quantum_job.as_deref()),
         }
         debug_assert!(row.columns.next().is_none(), "every column appended");
         self.bytes += row.bytes;
@@ -729,6 +793,46 @@ impl EventBatchBuilder {
         self.next_context = 0;
         RecordBatch::try_new(self.schema.clone(), arrays).expect("builders follow the schema")
     }
+}
+
+fn append_job(row: &mut Row<'_>, j: Option<&QuantumJob>) {
+    let s = |f: fn(&QuantumJob) -> &str| j.map(f);
+    let o = |f: fn(&QuantumJob) -> Option<&str>| j.and_then(f);
+    let n = |f: fn(&QuantumJob) -> Option<u64>| j.and_then(f);
+    row.str(s(|j| &j.provider));
+    row.str(s(|j| &j.route));
+    row.str(s(|j| &j.endpoint));
+    row.str(s(|j| &j.method));
+    row.str(s(|j| &j.operation));
+    row.str(s(|j| &j.decision));
+    row.str(o(|j| j.policy_limit.as_deref()));
+    row.str(o(|j| j.policy_reason.as_deref()));
+    row.u16(j.and_then(|j| j.http_status));
+    row.u64(n(|j| j.latency_ms));
+    row.str(o(|j| j.backend.as_deref()));
+    row.str(o(|j| j.device_type.as_deref()));
+    row.str(o(|j| j.program.as_deref()));
+    row.str(o(|j| j.session_id.as_deref()));
+    row.str(o(|j| j.job_id.as_deref()));
+    row.u64(n(|j| j.circuits));
+    row.u32(j.and_then(|j| j.qubits));
+    row.u64(n(|j| j.instructions));
+    row.u64(n(|j| j.depth));
+    row.u64(n(|j| j.two_qubit_gates));
+    row.u64(n(|j| j.parameters));
+    row.u64(n(|j| j.bindings));
+    row.u64(n(|j| j.shots));
+    row.u64(n(|j| j.executions));
+    row.u64(n(|j| j.tags));
+    row.u64(n(|j| j.tags_bytes));
+    row.u64(n(|j| j.metadata_bytes));
+    row.str(o(|j| j.output_location.as_deref()));
+    row.u64(j.map(|j| j.payload_bytes));
+    row.row_strings(j.map(|j| j.circuit_hashes.as_slice()));
+    row.str(o(|j| j.status.as_deref()));
+    row.str(o(|j| j.previous_status.as_deref()));
+    row.f64(j.and_then(|j| j.usage_seconds));
+    row.str(o(|j| j.parse_error.as_deref()));
 }
 
 fn append_process(
@@ -1044,6 +1148,7 @@ enum BodyColumns<'a> {
     },
     Network(Box<NetworkColumns<'a>>),
     Collector(Box<CollectorColumns<'a>>),
+    QuantumJob(Box<JobColumns<'a>>),
 }
 
 struct NetworkColumns<'a> {
@@ -1063,6 +1168,117 @@ struct NetworkColumns<'a> {
     packets_in: Prim<'a, UInt64Type>,
     packets_out: Prim<'a, UInt64Type>,
     close_reason: Str<'a>,
+}
+
+struct JobColumns<'a> {
+    /// provider, route, endpoint, method, operation, decision, policy_limit,
+    /// policy_reason, backend, device_type, program, session_id, job_id,
+    /// output_location, status, previous_status, parse_error
+    text: [Str<'a>; 17],
+    http_status: Prim<'a, UInt16Type>,
+    qubits: Prim<'a, UInt32Type>,
+    /// latency_ms, circuits, instructions, depth, two_qubit_gates, parameters,
+    /// bindings, shots, executions, tags, tags_bytes, metadata_bytes, payload_bytes
+    counts: [Prim<'a, UInt64Type>; 13],
+    circuit_hashes: &'a ListArray,
+    usage_seconds: Prim<'a, Float64Type>,
+}
+
+const JOB_TEXT: [&str; 17] = [
+    "provider",
+    "route",
+    "endpoint",
+    "method",
+    "operation",
+    "decision",
+    "policy_limit",
+    "policy_reason",
+    "backend",
+    "device_type",
+    "program",
+    "session_id",
+    "job_id",
+    "output_location",
+    "status",
+    "previous_status",
+    "parse_error",
+];
+const JOB_COUNTS: [&str; 13] = [
+    "latency_ms",
+    "circuits",
+    "instructions",
+    "depth",
+    "two_qubit_gates",
+    "parameters",
+    "bindings",
+    "shots",
+    "executions",
+    "tags",
+    "tags_bytes",
+    "metadata_bytes",
+    "payload_bytes",
+];
+
+impl<'a> JobColumns<'a> {
+    fn new(c: &Columns<'a>) -> Result<Self, DecodeError> {
+        let mut text = Vec::with_capacity(JOB_TEXT.len());
+        for name in JOB_TEXT {
+            text.push(c.str(name)?);
+        }
+        let mut counts = Vec::with_capacity(JOB_COUNTS.len());
+        for name in JOB_COUNTS {
+            counts.push(c.prim(name)?);
+        }
+        Ok(Self {
+            text: text.try_into().ok().expect("one per JOB_TEXT name"),
+            http_status: c.prim("http_status")?,
+            qubits: c.prim("qubits")?,
+            counts: counts.try_into().ok().expect("one per JOB_COUNTS name"),
+            circuit_hashes: c.list("circuit_hashes")?,
+            usage_seconds: c.prim("usage_seconds")?,
+        })
+    }
+
+    fn fill(&self, i: usize) -> Option<QuantumJob> {
+        let t = |k: usize| self.text[k].get(i);
+        let n = |k: usize| self.counts[k].get(i);
+        Some(QuantumJob {
+            provider: t(0)?,
+            route: t(1).unwrap_or_default(),
+            endpoint: t(2).unwrap_or_default(),
+            method: t(3).unwrap_or_default(),
+            operation: t(4).unwrap_or_default(),
+            decision: t(5).unwrap_or_default(),
+            policy_limit: t(6),
+            policy_reason: t(7),
+            http_status: self.http_status.get(i),
+            latency_ms: n(0),
+            backend: t(8),
+            device_type: t(9),
+            program: t(10),
+            session_id: t(11),
+            job_id: t(12),
+            circuits: n(1),
+            qubits: self.qubits.get(i),
+            instructions: n(2),
+            depth: n(3),
+            two_qubit_gates: n(4),
+            parameters: n(5),
+            bindings: n(6),
+            shots: n(7),
+            executions: n(8),
+            tags: n(9),
+            tags_bytes: n(10),
+            metadata_bytes: n(11),
+            output_location: t(13),
+            payload_bytes: n(12).unwrap_or_default(),
+            circuit_hashes: strings_at(self.circuit_hashes, i),
+            status: t(14),
+            previous_status: t(15),
+            usage_seconds: self.usage_seconds.get(i),
+            parse_error: t(16),
+        })
+    }
 }
 
 struct CollectorColumns<'a> {
@@ -1121,6 +1337,7 @@ impl<'a> BodyColumns<'a> {
                 packets_out: c.prim("packets_out")?,
                 close_reason: c.str("close_reason")?,
             })),
+            EventKind::QuantumJob => BodyColumns::QuantumJob(Box::new(JobColumns::new(c)?)),
             EventKind::Collector => BodyColumns::Collector(Box::new(CollectorColumns {
                 version: c.str("version")?,
                 uptime_secs: c.prim("uptime_secs")?,
@@ -1265,6 +1482,7 @@ impl<'a> BodyColumns<'a> {
                     reason: c.loss_reason.or_empty(i),
                 });
             }
+            BodyColumns::QuantumJob(j) => ev.quantum_job = j.fill(i).map(Box::new),
         }
     }
 }
@@ -1404,6 +1622,27 @@ mod tests {
                         reason: "spool_full".into(),
                     });
                 }
+            }
+            EventKind::QuantumJob => {
+                ev.quantum_job = (n != 3).then(|| {
+                    Box::new(QuantumJob {
+                        provider: "ibm_runtime".into(),
+                        route: "/ibm".into(),
+                        endpoint: "https://quantum.cloud.ibm.com/api/v1/jobs".into(),
+                        method: "POST".into(),
+                        operation: "submit".into(),
+                        decision: "allowed".into(),
+                        policy_limit: n.is_multiple_of(2).then(|| "shots_per_hour".into()),
+                        http_status: Some(200),
+                        backend: Some("ibm_fez".into()),
+                        qubits: Some(156),
+                        bindings: Some(u64::from(n) * 8),
+                        circuit_hashes: (0..n % 3).map(|h| format!("{h:064x}")).collect(),
+                        usage_seconds: (n == 5).then_some(2.5),
+                        payload_bytes: 2303,
+                        ..Default::default()
+                    })
+                });
             }
         }
         ev

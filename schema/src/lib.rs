@@ -29,14 +29,17 @@ pub enum EventKind {
     Network,
     /// The collector's own health: drops and counters, emitted periodically.
     Collector,
+    /// A quantum job request seen by the collector's job gateway.
+    QuantumJob,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 4] = [
+    pub const ALL: [EventKind; 5] = [
         EventKind::Process,
         EventKind::File,
         EventKind::Network,
         EventKind::Collector,
+        EventKind::QuantumJob,
     ];
 
     /// The kind's number in the spool's record header (schema/README.md).
@@ -46,6 +49,7 @@ impl EventKind {
             EventKind::File => 2,
             EventKind::Network => 3,
             EventKind::Collector => 4,
+            EventKind::QuantumJob => 5,
         }
     }
 
@@ -63,6 +67,7 @@ impl EventKind {
             EventKind::File => "file",
             EventKind::Network => "network",
             EventKind::Collector => "collector",
+            EventKind::QuantumJob => "quantum_job",
         }
     }
 }
@@ -108,6 +113,9 @@ pub struct Event {
     /// Collector `loss` events: batches the spool had to evict unshipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<LossReport>,
+    /// Quantum job gateway events: what a job request asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantum_job: Option<Box<QuantumJob>>,
 }
 
 impl Event {
@@ -146,6 +154,7 @@ impl Event {
             network: None,
             collector: None,
             loss: None,
+            quantum_job: None,
         }
     }
 
@@ -331,6 +340,104 @@ pub struct TransportStats {
     pub corrupt_records: u64,
     /// Messages handed to the Kafka producer and not yet acknowledged.
     pub producer_queue: u64,
+}
+
+/// One request to a quantum cloud, relayed (or refused) by the collector's
+/// job gateway: what the job asks for, as far as the request tells, and what
+/// the gateway decided. OCSF API Activity (6003): activity `create` for a
+/// submission, `read` for a status poll.
+///
+/// Sizes are of the job as submitted: `circuits` programs, the widest of
+/// `qubits`, `bindings` parameter sets per circuit and `shots` per execution;
+/// `executions` = circuits x bindings x shots (a provider's total shot count
+/// where it states one). Fields the request does not tell are absent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QuantumJob {
+    /// `ibm_runtime`, `braket`, `ionq` or `generic`.
+    pub provider: String,
+    /// The gateway route's prefix, e.g. `/ibm`.
+    pub route: String,
+    /// The upstream URL the request went (or would have gone) to, without query.
+    pub endpoint: String,
+    pub method: String,
+    /// `submit`, `status` or `other`.
+    pub operation: String,
+    /// `allowed`, `denied` (not forwarded) or `monitored` (over a limit, forwarded in monitor mode).
+    pub decision: String,
+    /// The limit that denied (or would have denied) the job, e.g. `jobs_per_minute`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_limit: Option<String>,
+    /// Human explanation of the decision: the limit's value and what was asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_reason: Option<String>,
+    /// Status the client was answered with (the upstream's, or the gateway's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// Milliseconds from request to response headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// `simulator`, `qpu` or `unknown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_type: Option<String>,
+    /// What runs: `sampler`, `estimator`, `openqasm`, `program_set`, `ionq.circuit.v0`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// The provider's job id, from the response (submit) or the path (status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuits: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qubits: Option<u32>,
+    /// Operations over all circuits (gates, measurements, resets; not barriers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<u64>,
+    /// Deepest circuit, when every circuit's operations could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub two_qubit_gates: Option<u64>,
+    /// Free parameters of the widest parameterised circuit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<u64>,
+    /// Parameter sets bound, summed over circuits (the sweep size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bindings: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shots: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executions: Option<u64>,
+    /// Number of tags and their total size in bytes (key plus value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags_bytes: Option<u64>,
+    /// Size of free-form job metadata (names, notes, metadata objects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_bytes: Option<u64>,
+    /// Where results go, e.g. `s3://bucket/prefix`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_location: Option<String>,
+    /// Request body size in bytes.
+    pub payload_bytes: u64,
+    /// SHA-256 of each circuit as submitted (QPY value or QASM source), hex.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub circuit_hashes: Vec<String>,
+    /// Status polls: the job's status, and the one seen before it (a change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_status: Option<String>,
+    /// Execution time the provider reports (quantum seconds, billed time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_seconds: Option<f64>,
+    /// Why the body could not be read as a job, when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parse_error: Option<String>,
 }
 
 /// Batches evicted from the spool before they were shipped: a known gap in
