@@ -44,6 +44,9 @@ pub struct Config {
     pub agents: Vec<AgentConfig>,
     #[serde(default)]
     pub redaction: RedactionConfig,
+    /// The quantum job gateway (absent: no gateway).
+    #[serde(default)]
+    pub gateway: Option<GatewayConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -205,6 +208,128 @@ pub struct RedactionConfig {
     pub flags: Vec<String>,
 }
 
+/// The local quantum job gateway: SDKs send their provider calls here; it
+/// relays them upstream, records each job and applies the policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Loopback by default: agents on this host only.
+    #[serde(default = "default_gateway_listen")]
+    pub listen: String,
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// A job body larger than this is refused (413) before it is read whole.
+    #[serde(default = "default_gateway_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// What to do with a submission whose body cannot be read as a job.
+    #[serde(default)]
+    pub on_parse_error: OnParseError,
+    /// An upstream that has not answered (headers) in this long gets a 504.
+    #[serde(default = "default_gateway_upstream_timeout_secs")]
+    pub upstream_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnParseError {
+    #[default]
+    Forward,
+    Deny,
+}
+
+/// `prefix` on the gateway maps to `upstream`: `/ibm/api/v1/jobs` is relayed
+/// to `<upstream>/api/v1/jobs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub prefix: String,
+    /// `ibm_runtime`, `braket`, `ionq` or `generic`.
+    pub provider: String,
+    /// Base URL, `https://host[:port][/path]` (http only for loopback tests).
+    pub upstream: String,
+    /// Extra CA certificates (PEM) trusted for this upstream, besides the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub credential: Option<CredentialConfig>,
+    /// Generic routes: where the job's fields are (JSON Pointers).
+    #[serde(default)]
+    pub fields: Option<vigil_quantum::providers::GenericFields>,
+}
+
+/// The real provider credential, held by the gateway: the agent is given a
+/// placeholder, and the gateway sets `header` upstream from `file`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    /// Header that carries the credential, e.g. `Authorization`.
+    pub header: String,
+    /// File holding the secret; must not be readable by group or others.
+    pub file: PathBuf,
+    /// Header value, `{}` standing for the secret: `Bearer {}`, `apiKey {}`.
+    #[serde(default = "default_credential_format")]
+    pub format: String,
+}
+
+/// Limits on job submissions, per agent (`agents.<name>`) over the defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// `enforce` (deny over a limit) or `monitor` (record, forward anyway).
+    #[serde(default)]
+    pub mode: PolicyMode,
+    #[serde(flatten)]
+    pub limits: Limits,
+    /// Overrides by agent name (`[[agents]]` name).
+    #[serde(default)]
+    pub agents: std::collections::BTreeMap<String, AgentPolicy>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentPolicy {
+    #[serde(default)]
+    pub mode: Option<PolicyMode>,
+    #[serde(flatten)]
+    pub limits: Limits,
+}
+
+/// Every limit is optional: absent means no limit.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct Limits {
+    pub jobs_per_minute: Option<u64>,
+    pub shots_per_hour: Option<u64>,
+    pub executions_per_hour: Option<u64>,
+    pub max_qubits: Option<u32>,
+    /// Backends allowed (names, or Braket device ARNs).
+    pub backends: Option<Vec<String>>,
+    /// Whether QPU (non-simulator) backends are allowed; a backend of
+    /// unknown type counts as a QPU.
+    pub allow_qpu: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyMode {
+    #[default]
+    Enforce,
+    Monitor,
+}
+
+fn default_gateway_listen() -> String {
+    "127.0.0.1:8480".into()
+}
+fn default_gateway_max_body_bytes() -> usize {
+    32 << 20
+}
+fn default_gateway_upstream_timeout_secs() -> u64 {
+    120
+}
+fn default_credential_format() -> String {
+    "{}".into()
+}
+
 fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/vigil")
 }
@@ -338,6 +463,113 @@ impl KafkaConfig {
                 (k.clone(), v)
             })
             .collect()
+    }
+}
+
+fn validate_gateway(
+    g: &GatewayConfig,
+    agents: &[AgentConfig],
+    bad: &mut impl FnMut(String, String),
+) {
+    match g.listen.parse::<std::net::SocketAddr>() {
+        Err(e) => bad(
+            "gateway.listen".into(),
+            format!("must be ip:port, got {:?} ({e})", g.listen),
+        ),
+        Ok(addr) if !addr.ip().is_loopback() => tracing::warn!(
+            %addr,
+            "gateway.listen is not a loopback address: the gateway is reachable from the network"
+        ),
+        Ok(_) => {}
+    }
+    if g.routes.is_empty() {
+        bad(
+            "gateway.routes".into(),
+            "at least one route is needed".into(),
+        );
+    }
+    if g.max_body_bytes < 1024 {
+        bad(
+            "gateway.max_body_bytes".into(),
+            format!("must be at least 1024, got {}", g.max_body_bytes),
+        );
+    }
+    if g.upstream_timeout_secs == 0 {
+        bad(
+            "gateway.upstream_timeout_secs".into(),
+            "must be at least 1".into(),
+        );
+    }
+    let mut prefixes = std::collections::HashSet::new();
+    for (i, r) in g.routes.iter().enumerate() {
+        let at = |k: &str| format!("gateway.routes[{i}].{k}");
+        if !r.prefix.starts_with('/') || r.prefix.len() < 2 || r.prefix.ends_with('/') {
+            bad(
+                at("prefix"),
+                format!("must look like \"/name\", got {:?}", r.prefix),
+            );
+        } else if !prefixes.insert(r.prefix.as_str()) {
+            bad(at("prefix"), format!("duplicate prefix {:?}", r.prefix));
+        }
+        if !["ibm_runtime", "braket", "ionq", "generic"].contains(&r.provider.as_str()) {
+            bad(
+                at("provider"),
+                format!(
+                    "unknown provider {:?}; known: ibm_runtime, braket, ionq, generic",
+                    r.provider
+                ),
+            );
+        }
+        match r.upstream.parse::<http::Uri>() {
+            Ok(u)
+                if matches!(u.scheme_str(), Some("https" | "http")) && u.authority().is_some() =>
+            {
+                if u.query().is_some() {
+                    bad(at("upstream"), "must not have a query".into());
+                }
+            }
+            Ok(_) => bad(
+                at("upstream"),
+                format!("must be an http(s)://host URL, got {:?}", r.upstream),
+            ),
+            Err(e) => bad(at("upstream"), format!("invalid URL {:?}: {e}", r.upstream)),
+        }
+        if r.fields.is_some() && r.provider != "generic" {
+            bad(at("fields"), "only generic routes take field paths".into());
+        }
+        if let Some(f) = &r.fields {
+            if let Err(e) = f.validate() {
+                bad(at("fields"), e);
+            }
+        }
+        if let Some(c) = &r.credential {
+            if http::HeaderName::from_bytes(c.header.as_bytes()).is_err() {
+                bad(
+                    at("credential.header"),
+                    format!("invalid header name {:?}", c.header),
+                );
+            }
+            if !c.format.contains("{}") {
+                bad(
+                    at("credential.format"),
+                    "must contain {} where the secret goes".into(),
+                );
+            }
+            if !c.file.is_absolute() {
+                bad(
+                    at("credential.file"),
+                    format!("must be an absolute path, got {:?}", c.file),
+                );
+            }
+        }
+    }
+    for name in g.policy.agents.keys() {
+        if !agents.iter().any(|a| &a.name == name) {
+            bad(
+                format!("gateway.policy.agents.{name}"),
+                "no [[agents]] entry has this name".into(),
+            );
+        }
     }
 }
 
@@ -520,6 +752,10 @@ impl Config {
                 }
                 Ok(_) => {}
             }
+        }
+
+        if let Some(g) = &self.gateway {
+            validate_gateway(g, &self.agents, &mut bad);
         }
 
         let mut names = std::collections::HashSet::new();

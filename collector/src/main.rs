@@ -9,6 +9,7 @@
 mod bench;
 mod config;
 mod enrich;
+mod gateway;
 mod metrics;
 mod pipeline;
 mod ship;
@@ -151,6 +152,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(metrics::bind(&config.metrics.listen)?)
     };
 
+    // the job gateway binds now so a bad route or address fails before BPF loads
+    let (to_pipeline, from_gateway) = tokio::sync::mpsc::channel(gateway::EVENT_QUEUE);
+    let job_gateway = match &config.gateway {
+        Some(g) => Some(gateway::Gateway::bind(
+            g,
+            enricher.host().clone(),
+            to_pipeline,
+            metrics.clone(),
+        )?),
+        None => None,
+    };
+    let from_gateway = job_gateway.as_ref().map(|_| from_gateway);
+
     // Attach first, seed second: a process born in between is then seen by both.
     let (bpf, ring) = source::bpf::BpfSource::load(&config.bpf)?;
     let seeded = enricher.seed_from_proc();
@@ -170,6 +184,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let drain = Duration::from_secs(config.kafka.as_ref().map_or(0, |k| k.shutdown_drain_secs));
+    let gateway_thread = job_gateway
+        .map(|g| start_gateway(g, stop_rx.clone()))
+        .transpose()?;
     let network = start_network(shipper, metrics_listener, metrics.clone(), stop_rx, drain)?;
 
     let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
@@ -184,7 +201,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let sinks = runtime.block_on(async move {
         let pipeline = pipeline::Pipeline::new(bpf, enricher, sinks, metrics);
-        pipeline.run(ring, intervals, shutdown_signal()).await
+        pipeline
+            .run(ring, intervals, from_gateway, shutdown_signal())
+            .await
     })?;
 
     // close in pipeline order: batches into the spool, then ship what can be shipped
@@ -193,6 +212,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         t.join();
     }
     let _ = stop_tx.send(true);
+    if let Some(t) = gateway_thread {
+        if t.join().is_err() {
+            error!("the gateway thread panicked");
+        }
+    }
     if let Some(t) = network {
         if t.join().is_err() {
             error!("the shipper thread panicked");
@@ -239,6 +263,29 @@ fn start_network(
             })
         })?;
     Ok(Some(thread))
+}
+
+/// The job gateway on its own thread and runtime (two workers: job bodies
+/// are parsed on them), apart from the pipeline's loop.
+fn start_gateway(
+    gateway: gateway::Gateway,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("vigil-gateway")
+        .enable_all()
+        .build()
+        .context("cannot start the gateway's runtime")?;
+    Ok(std::thread::Builder::new()
+        .name("vigil-gateway".into())
+        .spawn(move || {
+            if let Err(e) = runtime.block_on(gateway.serve(stop)) {
+                error!(error = %e, "the quantum job gateway stopped");
+            }
+            // connections still open are cut here
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        })?)
 }
 
 fn create_topics(config: &Config) -> anyhow::Result<()> {

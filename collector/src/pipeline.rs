@@ -16,11 +16,13 @@ use tracing::{error, warn};
 use vigil_schema::{CollectorStats, Event, EventKind};
 
 use crate::enrich::{procfs, Enricher, Output};
+use crate::gateway::ToPipeline;
 use crate::metrics::{self, Metrics};
 use crate::sink::batch::Batcher;
 use crate::sink::stdout::StdoutSink;
 use crate::source::bpf::BpfSource;
 use crate::source::records::{self, FdKey, IoClose, Record};
+use tokio::sync::mpsc;
 
 /// Pause after each drain. 16 MiB of ring holds far more than 2 ms of any
 /// load measured here (bench-collector), so it costs latency, not records.
@@ -107,6 +109,7 @@ impl Pipeline {
         mut self,
         ring: RingBuf<MapData>,
         intervals: Intervals,
+        mut gateway: Option<mpsc::Receiver<ToPipeline>>,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> std::io::Result<Sinks> {
         // SAFETY: the RingBuf owns its map fd, which stays open and unchanged
@@ -137,6 +140,7 @@ impl Pipeline {
                 _ = heartbeat.tick() => self.emit_heartbeat()?,
                 _ = gc.tick() => self.collect_garbage(),
                 _ = housekeeping.tick() => self.housekeeping()?,
+                Some(msg) = next_message(&mut gateway) => self.gateway(msg)?,
                 _ = &mut shutdown => break,
             }
         }
@@ -144,6 +148,12 @@ impl Pipeline {
         for _ in 0..64 {
             if self.drain(ring.get_mut())? == Drained::Empty {
                 break;
+            }
+        }
+        // job events already recorded by the gateway
+        if let Some(rx) = &mut gateway {
+            while let Ok(msg) = rx.try_recv() {
+                self.gateway(msg)?;
             }
         }
         self.emit_heartbeat()?;
@@ -203,6 +213,21 @@ impl Pipeline {
         }
         self.flush()?;
         Ok(outcome)
+    }
+
+    /// A request from the job gateway: a process lookup or a job event.
+    fn gateway(&mut self, msg: ToPipeline) -> std::io::Result<()> {
+        match msg {
+            ToPipeline::Lookup { pid, reply } => {
+                let _ = reply.send(self.enricher.context_of_process(pid));
+                Ok(())
+            }
+            ToPipeline::Event(out) => {
+                self.batch.push(out);
+                self.write_batch()?;
+                self.flush()
+            }
+        }
     }
 
     fn write_batch(&mut self) -> std::io::Result<()> {
@@ -347,6 +372,14 @@ impl Pipeline {
         });
         self.write_batch()?;
         self.flush()
+    }
+}
+
+/// The gateway's next message; never, when there is no gateway.
+async fn next_message(rx: &mut Option<mpsc::Receiver<ToPipeline>>) -> Option<ToPipeline> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

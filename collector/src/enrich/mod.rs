@@ -213,6 +213,18 @@ impl Enricher {
         }
     }
 
+    /// The context of a process by pid, reading it from /proc if the table
+    /// does not know it yet (the job gateway's callers).
+    pub fn context_of_process(&mut self, pid: u32) -> Option<Arc<SharedContext>> {
+        if self.table.get(pid).is_none() {
+            let mut e = procfs::read_process(Path::new("/proc"), pid, &self.redactor)?;
+            self.fill_ids(&mut e);
+            self.table.seed(vec![e]);
+            self.invalidate();
+        }
+        self.context(pid, pid)
+    }
+
     /// The context of a process (thread), from the cache when nothing changed.
     fn context(&mut self, pid: u32, tid: u32) -> Option<Arc<SharedContext>> {
         if let Some((generation, context)) = self.contexts.get(&(pid, tid)) {

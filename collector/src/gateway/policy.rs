@@ -1,0 +1,351 @@
+//! Job limits per agent: the decision for each submission, and the sliding
+//! windows (last minute, last hour) it is taken over.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use vigil_schema::QuantumJob;
+
+use crate::config::{Limits, PolicyConfig, PolicyMode};
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// The verdict on one submission.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Allowed,
+    /// Over a limit: refuse with this status (enforce mode).
+    Denied(Breach),
+    /// Over a limit, forwarded anyway (monitor mode).
+    Monitored(Breach),
+}
+
+impl Decision {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Denied(_) => "denied",
+            Decision::Monitored(_) => "monitored",
+        }
+    }
+    pub fn breach(&self) -> Option<&Breach> {
+        match self {
+            Decision::Allowed => None,
+            Decision::Denied(b) | Decision::Monitored(b) => Some(b),
+        }
+    }
+}
+
+/// Which limit a job is over, its value, and what the job would make it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Breach {
+    pub limit: &'static str,
+    /// The configured value, as JSON (a number, list or boolean).
+    pub value: serde_json::Value,
+    /// What the job asked for or would bring the window to.
+    pub requested: serde_json::Value,
+    /// 429 for rates, 403 for what the job is.
+    pub status: u16,
+    /// Seconds until the window lets a job like this through (rates).
+    pub retry_after: Option<u64>,
+    pub message: String,
+}
+
+/// Submissions the policy let through, per agent: (when, shots, executions).
+#[derive(Default)]
+struct Window {
+    jobs: VecDeque<(Instant, u64, u64)>,
+}
+
+impl Window {
+    fn prune(&mut self, now: Instant) {
+        while self
+            .jobs
+            .front()
+            .is_some_and(|j| now.duration_since(j.0) > HOUR)
+        {
+            self.jobs.pop_front();
+        }
+    }
+    fn in_last(&self, now: Instant, span: Duration) -> impl Iterator<Item = &(Instant, u64, u64)> {
+        self.jobs
+            .iter()
+            .filter(move |j| now.duration_since(j.0) <= span)
+    }
+    /// Seconds until the oldest entry within `span` leaves it.
+    fn retry_after(&self, now: Instant, span: Duration) -> u64 {
+        self.in_last(now, span).next().map_or(1, |j| {
+            (span.saturating_sub(now.duration_since(j.0)))
+                .as_secs()
+                .max(1)
+        })
+    }
+}
+
+pub struct Policy {
+    config: PolicyConfig,
+    windows: HashMap<String, Window>,
+}
+
+/// Key of callers outside any agent: they share the default limits' window.
+const NO_AGENT: &str = "";
+
+impl Policy {
+    pub fn new(config: PolicyConfig) -> Self {
+        Self {
+            config,
+            windows: HashMap::new(),
+        }
+    }
+
+    fn limits_for(&self, agent: Option<&str>) -> (Limits, PolicyMode) {
+        let mut limits = self.config.limits.clone();
+        let mut mode = self.config.mode;
+        if let Some(o) = agent.and_then(|a| self.config.agents.get(a)) {
+            let l = &o.limits;
+            macro_rules! over {
+                ($($f:ident),*) => { $( if l.$f.is_some() { limits.$f = l.$f.clone(); } )* };
+            }
+            over!(
+                jobs_per_minute,
+                shots_per_hour,
+                executions_per_hour,
+                max_qubits,
+                backends,
+                allow_qpu
+            );
+            mode = o.mode.unwrap_or(mode);
+        }
+        (limits, mode)
+    }
+
+    /// Decide on a submission by `agent` (None: not in an agent's tree) and
+    /// count it when it goes through.
+    pub fn decide(&mut self, agent: Option<&str>, job: &QuantumJob, now: Instant) -> Decision {
+        let (limits, mode) = self.limits_for(agent);
+        let who = agent.map_or_else(
+            || "callers outside any agent".to_string(),
+            |a| format!("agent {a}"),
+        );
+        let window = self
+            .windows
+            .entry(agent.unwrap_or(NO_AGENT).to_string())
+            .or_default();
+        window.prune(now);
+        let breach = check(&limits, job, window, now, &who);
+        let decision = match (breach, mode) {
+            (None, _) => Decision::Allowed,
+            (Some(b), PolicyMode::Enforce) => Decision::Denied(b),
+            (Some(b), PolicyMode::Monitor) => Decision::Monitored(b),
+        };
+        if !matches!(decision, Decision::Denied(_)) {
+            window
+                .jobs
+                .push_back((now, job.shots.unwrap_or(0), job.executions.unwrap_or(0)));
+        }
+        decision
+    }
+}
+
+fn check(
+    limits: &Limits,
+    job: &QuantumJob,
+    window: &Window,
+    now: Instant,
+    who: &str,
+) -> Option<Breach> {
+    use serde_json::json;
+    let deny = |limit: &'static str,
+                value: serde_json::Value,
+                requested: serde_json::Value,
+                message: String| Breach {
+        limit,
+        value,
+        requested,
+        status: 403,
+        retry_after: None,
+        message,
+    };
+    let backend = job.backend.as_deref();
+    if let (Some(allowed), Some(b)) = (&limits.backends, backend) {
+        if !allowed.iter().any(|a| a == b) {
+            return Some(deny(
+                "backends",
+                json!(allowed),
+                json!(b),
+                format!("backend {b} is not among the backends allowed for {who}"),
+            ));
+        }
+    }
+    if limits.allow_qpu == Some(false)
+        && job.device_type.as_deref() != Some("simulator")
+        && backend.is_some()
+    {
+        let b = backend.unwrap_or_default();
+        return Some(deny(
+            "allow_qpu",
+            json!(false),
+            json!(b),
+            format!("QPU backends are not allowed for {who} ({b} is not a known simulator)"),
+        ));
+    }
+    if let (Some(max), Some(q)) = (limits.max_qubits, job.qubits) {
+        if q > max {
+            return Some(deny(
+                "max_qubits",
+                json!(max),
+                json!(q),
+                format!("the job uses {q} qubits, over the max_qubits limit of {max} for {who}"),
+            ));
+        }
+    }
+    let rate = |limit: &'static str, value: u64, requested: u64, span: Duration, what: &str| {
+        Breach {
+        limit,
+        value: json!(value),
+        requested: json!(requested),
+        status: 429,
+        retry_after: Some(window.retry_after(now, span)),
+        message: format!("{limit} limit of {value} reached for {who}: this job would make it {requested} {what}"),
+    }
+    };
+    if let Some(max) = limits.jobs_per_minute {
+        let n = window.in_last(now, MINUTE).count() as u64 + 1;
+        if n > max {
+            return Some(rate(
+                "jobs_per_minute",
+                max,
+                n,
+                MINUTE,
+                "jobs in the last minute",
+            ));
+        }
+    }
+    if let Some(max) = limits.shots_per_hour {
+        let n = window.in_last(now, HOUR).map(|j| j.1).sum::<u64>() + job.shots.unwrap_or(0);
+        if n > max {
+            return Some(rate(
+                "shots_per_hour",
+                max,
+                n,
+                HOUR,
+                "shots in the last hour",
+            ));
+        }
+    }
+    if let Some(max) = limits.executions_per_hour {
+        let n = window.in_last(now, HOUR).map(|j| j.2).sum::<u64>() + job.executions.unwrap_or(0);
+        if n > max {
+            return Some(rate(
+                "executions_per_hour",
+                max,
+                n,
+                HOUR,
+                "executions in the last hour",
+            ));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AgentPolicy;
+
+    fn job(shots: u64, qubits: u32, backend: &str, device: &str) -> QuantumJob {
+        QuantumJob {
+            shots: Some(shots),
+            executions: Some(shots * 10),
+            qubits: Some(qubits),
+            backend: Some(backend.into()),
+            device_type: Some(device.into()),
+            ..Default::default()
+        }
+    }
+
+    fn policy() -> Policy {
+        let mut config = PolicyConfig {
+            limits: Limits {
+                jobs_per_minute: Some(3),
+                shots_per_hour: Some(10_000),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        config.agents.insert(
+            "cowork".into(),
+            AgentPolicy {
+                mode: None,
+                limits: Limits {
+                    jobs_per_minute: Some(1),
+                    max_qubits: Some(10),
+                    allow_qpu: Some(false),
+                    ..Default::default()
+                },
+            },
+        );
+        Policy::new(config)
+    }
+
+    #[test]
+    fn rate_limits_per_agent_with_defaults() {
+        let mut p = policy();
+        let t = Instant::now();
+        let sim = job(100, 5, "sim", "simulator");
+        assert_eq!(p.decide(Some("cowork"), &sim, t), Decision::Allowed);
+        let d = p.decide(Some("cowork"), &sim, t);
+        let b = d.breach().unwrap();
+        assert!(matches!(d, Decision::Denied(_)));
+        assert_eq!((b.limit, b.status), ("jobs_per_minute", 429));
+        assert_eq!(b.value, serde_json::json!(1));
+        assert_eq!(b.retry_after, Some(60));
+        // a minute later the window has room again
+        assert_eq!(
+            p.decide(Some("cowork"), &sim, t + Duration::from_secs(61)),
+            Decision::Allowed
+        );
+        // other callers have the default limit (3 a minute)
+        for _ in 0..3 {
+            assert_eq!(p.decide(None, &sim, t), Decision::Allowed);
+        }
+        assert_eq!(
+            p.decide(None, &sim, t).breach().unwrap().limit,
+            "jobs_per_minute"
+        );
+    }
+
+    #[test]
+    fn what_the_job_is() {
+        let mut p = policy();
+        let t = Instant::now();
+        let d = p.decide(Some("cowork"), &job(10, 5, "ibm_fez", "qpu"), t);
+        assert_eq!(d.breach().unwrap().limit, "allow_qpu");
+        assert_eq!(d.breach().unwrap().status, 403);
+        let d = p.decide(Some("cowork"), &job(10, 11, "sim", "simulator"), t);
+        assert_eq!(d.breach().unwrap().limit, "max_qubits");
+        // shots over the hour: 9000 + 2000 > 10000
+        assert_eq!(
+            p.decide(Some("other"), &job(9000, 2, "s", "simulator"), t),
+            Decision::Allowed
+        );
+        let d = p.decide(Some("other"), &job(2000, 2, "s", "simulator"), t);
+        assert_eq!(d.breach().unwrap().limit, "shots_per_hour");
+        assert_eq!(d.breach().unwrap().requested, serde_json::json!(11000));
+    }
+
+    #[test]
+    fn monitor_mode_records_and_counts() {
+        let mut p = policy();
+        p.config.mode = PolicyMode::Monitor;
+        let t = Instant::now();
+        let sim = job(1, 1, "s", "simulator");
+        assert_eq!(p.decide(Some("cowork"), &sim, t), Decision::Allowed);
+        let d = p.decide(Some("cowork"), &sim, t);
+        assert!(matches!(d, Decision::Monitored(_)));
+        // monitored jobs still count: the third is over by two
+        let d = p.decide(Some("cowork"), &sim, t);
+        assert_eq!(d.breach().unwrap().requested, serde_json::json!(3));
+    }
+}

@@ -1,0 +1,129 @@
+//! Routes: a path prefix on the gateway, a provider and an upstream, with
+//! the HTTP(S) client and the credential to use for it.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use http::{HeaderName, HeaderValue};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use vigil_quantum::Provider;
+
+use super::Body;
+use crate::config::{CredentialConfig, RouteConfig};
+
+pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+
+pub struct Route {
+    pub prefix: String,
+    pub provider: Provider,
+    /// Upstream base URL without a trailing slash.
+    pub upstream: String,
+    pub client: HttpsClient,
+    /// Header set upstream in place of whatever the caller sent.
+    pub credential: Option<(HeaderName, HeaderValue)>,
+}
+
+impl Route {
+    pub fn new(config: &RouteConfig) -> anyhow::Result<Route> {
+        let provider = match config.provider.as_str() {
+            "ibm_runtime" => Provider::IbmRuntime,
+            "braket" => Provider::Braket,
+            "ionq" => Provider::Ionq,
+            "generic" => Provider::Generic(Box::new(config.fields.clone().unwrap_or_default())),
+            other => bail!("unknown provider {other:?}"),
+        };
+        let credential = config
+            .credential
+            .as_ref()
+            .map(load_credential)
+            .transpose()
+            .with_context(|| format!("route {}", config.prefix))?;
+        Ok(Route {
+            prefix: config.prefix.clone(),
+            provider,
+            upstream: config.upstream.trim_end_matches('/').to_string(),
+            client: client(config.ca_file.as_deref())
+                .with_context(|| format!("route {}: TLS setup", config.prefix))?,
+            credential,
+        })
+    }
+
+    /// The path below this route's prefix, if `path` is under it.
+    pub fn strip<'a>(&self, path: &'a str) -> Option<&'a str> {
+        let rest = path.strip_prefix(&self.prefix)?;
+        (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+    }
+}
+
+/// An HTTP/1 client for http and https upstreams, trusting the system's
+/// CAs and `ca_file`'s.
+fn client(ca_file: Option<&std::path::Path>) -> anyhow::Result<HttpsClient> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        // a system store with an odd certificate still serves the rest
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        let mut n = 0;
+        for cert in CertificateDer::pem_file_iter(path)
+            .with_context(|| format!("cannot read CA file {}", path.display()))?
+        {
+            let cert = cert.with_context(|| format!("bad PEM in CA file {}", path.display()))?;
+            roots
+                .add(cert)
+                .with_context(|| format!("bad certificate in CA file {}", path.display()))?;
+            n += 1;
+        }
+        if n == 0 {
+            bail!("CA file {} holds no certificate", path.display());
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS protocol versions")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+/// Read the secret; refuse a file others could read.
+fn load_credential(c: &CredentialConfig) -> anyhow::Result<(HeaderName, HeaderValue)> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(&c.file)
+        .with_context(|| format!("cannot read credential file {}", c.file.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "credential file {} is readable by group or others (mode {mode:03o}): chmod 600 it",
+            c.file.display()
+        );
+    }
+    let secret = std::fs::read_to_string(&c.file)
+        .with_context(|| format!("cannot read credential file {}", c.file.display()))?;
+    let secret = secret.trim();
+    if secret.is_empty() {
+        bail!("credential file {} is empty", c.file.display());
+    }
+    let name = HeaderName::from_bytes(c.header.as_bytes())
+        .with_context(|| format!("invalid header name {:?}", c.header))?;
+    let mut value = HeaderValue::from_str(&c.format.replace("{}", secret)).with_context(|| {
+        format!(
+            "credential from {} is not a valid header value",
+            c.file.display()
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok((name, value))
+}
