@@ -223,7 +223,7 @@ impl Pipeline {
                 Ok(())
             }
             ToPipeline::Event(out) => {
-                self.batch.push(out);
+                self.batch.push(*out);
                 self.write_batch()?;
                 self.flush()
             }

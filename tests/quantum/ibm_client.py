@@ -4,9 +4,10 @@ qiskit-ibm-runtime, the way an agent would, and print one JSON line per job
 with what the SDK sent: the ground truth the gateway's events are checked
 against.
 
-usage: ibm_client.py RUNTIME_URL IAM_URL TOKEN BACKEND [--session]
+usage: QISKIT_IBM_TOKEN=... ibm_client.py RUNTIME_URL IAM_URL BACKEND [--session]
 RUNTIME_URL is where the SDK sends Qiskit Runtime calls (the gateway's route);
-IAM_URL is the IBM Cloud IAM endpoint (the fake upstream in tests).
+IAM_URL is the IBM Cloud IAM endpoint. The API key comes from the
+environment, as an agent would be given it (never on a command line).
 """
 import json
 import os
@@ -18,8 +19,9 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit.transpiler import generate_preset_pass_manager
 from qiskit_ibm_runtime import EstimatorV2, QiskitRuntimeService, SamplerV2, Session
 
-runtime_url, iam_url, token, backend_name = sys.argv[1:5]
-use_session = "--session" in sys.argv[5:]
+runtime_url, iam_url, backend_name = sys.argv[1:4]
+token = os.environ["QISKIT_IBM_TOKEN"]
+use_session = "--session" in sys.argv[4:]
 os.environ["IAM_URL"] = iam_url
 # Offline harness: no IBM Cloud Global Search (instance lookup) on loopback.
 os.environ["QISKIT_FUNCTIONS_EXPERIMENTAL"] = "1"

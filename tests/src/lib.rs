@@ -39,6 +39,7 @@ pub fn workspace_bin(name: &str) -> PathBuf {
 }
 
 pub mod kafka;
+pub mod quantum;
 
 /// How to start a collector beyond its config.
 #[derive(Debug, Clone)]

@@ -67,7 +67,7 @@ pub enum ToPipeline {
         reply: oneshot::Sender<Option<Arc<SharedContext>>>,
     },
     /// A `quantum_job` event to write to the sinks.
-    Event(Output),
+    Event(Box<Output>),
 }
 
 /// The caller on one connection, resolved on its first job request.
@@ -654,7 +654,7 @@ fn emit(shared: &Shared, caller: &Caller, job: QuantumJob, _started: Instant) {
         event,
         context: caller.context.clone(),
     };
-    if shared.to_pipeline.try_send(ToPipeline::Event(out)).is_err() {
+    if shared.to_pipeline.try_send(ToPipeline::Event(Box::new(out))).is_err() {
         metrics::add(&shared.metrics.gateway_event_drops, 1);
     }
 }
