@@ -954,3 +954,88 @@ mod tests {
         assert!(err.contains("xml") && err.contains("arrow"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod gateway_tests {
+    use super::*;
+
+    const ROUTE: &str = "[[gateway.routes]]\nprefix = \"/ibm\"\nprovider = \"ibm_runtime\"\nupstream = \"https://quantum.cloud.ibm.com\"\n";
+
+    #[test]
+    fn gateway_defaults_and_policy() {
+        let c = Config::parse(&format!(
+            "[[agents]]\nname = \"cowork\"\ncomm = \"cowork\"\n[gateway]\n{ROUTE}\
+             [gateway.policy]\njobs_per_minute = 5\nallow_qpu = false\n\
+             [gateway.policy.agents.cowork]\nmode = \"monitor\"\nmax_qubits = 20\n"
+        ))
+        .unwrap();
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        let g = c.gateway.unwrap();
+        assert_eq!(g.listen, "127.0.0.1:8480");
+        assert_eq!(g.on_parse_error, OnParseError::Forward);
+        assert_eq!(g.policy.limits.jobs_per_minute, Some(5));
+        assert_eq!(g.policy.limits.allow_qpu, Some(false));
+        let cowork = &g.policy.agents["cowork"];
+        assert_eq!(cowork.mode, Some(PolicyMode::Monitor));
+        assert_eq!(cowork.limits.max_qubits, Some(20));
+    }
+
+    #[test]
+    fn misspelt_limit_is_refused() {
+        let err = Config::parse(&format!(
+            "[gateway]\n{ROUTE}[gateway.policy]\njobs_per_minit = 5\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("jobs_per_minit"), "{err}");
+        let err = Config::parse(&format!(
+            "[gateway]\n{ROUTE}[gateway.policy.agents.a]\nshots_per_hr = 5\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("shots_per_hr"), "{err}");
+    }
+
+    #[test]
+    fn every_gateway_problem_is_named() {
+        let c = Config::parse(
+            r#"
+            [gateway]
+            listen = "localhost"
+            max_body_bytes = 10
+            [[gateway.routes]]
+            prefix = "ibm/"
+            provider = "rigetti"
+            upstream = "ftp://x"
+            [gateway.routes.credential]
+            header = "bad header"
+            file = "token.txt"
+            format = "Bearer"
+            [[gateway.routes]]
+            prefix = "/gen"
+            provider = "generic"
+            upstream = "https://example.com"
+            [gateway.routes.fields]
+            backend = "device"
+            [gateway.policy.agents.ghost]
+            jobs_per_minute = 1
+            "#,
+        )
+        .unwrap();
+        let keys: Vec<String> = c.validate().into_iter().map(|p| p.key).collect();
+        for key in [
+            "gateway.listen",
+            "gateway.max_body_bytes",
+            "gateway.routes[0].prefix",
+            "gateway.routes[0].provider",
+            "gateway.routes[0].upstream",
+            "gateway.routes[0].credential.header",
+            "gateway.routes[0].credential.file",
+            "gateway.routes[0].credential.format",
+            "gateway.routes[1].fields",
+            "gateway.policy.agents.ghost",
+        ] {
+            assert!(keys.contains(&key.to_string()), "{key} not in {keys:?}");
+        }
+    }
+}

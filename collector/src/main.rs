@@ -111,6 +111,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ship::kafka::validate(k)
             .map_err(|e| anyhow::anyhow!("invalid config {}:\n  kafka: {e}", path.display()))?;
     }
+    if let Some(g) = &config.gateway {
+        gateway::check(g)
+            .map_err(|e| anyhow::anyhow!("invalid config {}:\n  gateway: {e:#}", path.display()))?;
+    }
     if cli.check {
         println!("{}: ok", path.display());
         return Ok(());

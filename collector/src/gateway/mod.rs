@@ -106,6 +106,15 @@ struct Shared {
     metrics: Arc<Metrics>,
 }
 
+/// Check what only the running system can tell (credential files and
+/// their modes, CA files), without listening: for `--check`.
+pub fn check(config: &GatewayConfig) -> anyhow::Result<()> {
+    for r in &config.routes {
+        Route::new(r)?;
+    }
+    Ok(())
+}
+
 /// A bound, configured gateway, ready to serve.
 pub struct Gateway {
     listener: std::net::TcpListener,
@@ -654,7 +663,11 @@ fn emit(shared: &Shared, caller: &Caller, job: QuantumJob, _started: Instant) {
         event,
         context: caller.context.clone(),
     };
-    if shared.to_pipeline.try_send(ToPipeline::Event(Box::new(out))).is_err() {
+    if shared
+        .to_pipeline
+        .try_send(ToPipeline::Event(Box::new(out)))
+        .is_err()
+    {
         metrics::add(&shared.metrics.gateway_event_drops, 1);
     }
 }

@@ -334,3 +334,133 @@ mod tests {
         assert_eq!(percent_decode("%zz%41"), "%zzA");
     }
 }
+
+#[cfg(test)]
+mod provider_tests {
+    use super::*;
+
+    fn parse(p: &Provider, body: &str) -> Result<QuantumJob, ParseError> {
+        let mut job = QuantumJob::default();
+        p.parse_submit(body.as_bytes(), &mut job).map(|_| job)
+    }
+
+    #[test]
+    fn ionq_gate_list_and_qasm() {
+        let job = parse(
+            &Provider::Ionq,
+            r#"{"target": "qpu.aria-1", "shots": 500, "name": "bell", "metadata": {"note": "x"},
+                "input": {"qubits": 3, "circuit": [
+                  {"gate": "h", "target": 0},
+                  {"gate": "cnot", "control": 0, "target": 1},
+                  {"gate": "rx", "target": 2, "rotation": 0.5},
+                  {"gate": "swap", "targets": [1, 2]}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(job.backend.as_deref(), Some("qpu.aria-1"));
+        assert_eq!(Provider::Ionq.device_type("qpu.aria-1"), "qpu");
+        assert_eq!(Provider::Ionq.device_type("simulator"), "simulator");
+        assert_eq!(
+            (job.qubits, job.instructions, job.two_qubit_gates),
+            (Some(3), Some(4), Some(2))
+        );
+        assert_eq!(job.depth, Some(3));
+        assert_eq!((job.shots, job.executions), (Some(500), Some(500)));
+        assert!(job.metadata_bytes.unwrap() > 4);
+        let job = parse(
+            &Provider::Ionq,
+            r#"{"target": "simulator", "shots": 10, "input": {"format": "openqasm",
+                "data": "OPENQASM 2.0; qreg q[2]; h q[0]; cx q[0],q[1];"}}"#,
+        )
+        .unwrap();
+        assert_eq!((job.qubits, job.instructions), (Some(2), Some(2)));
+        assert_eq!(
+            Provider::Ionq
+                .submitted_job_id(br#"{"id": "abc", "status": "ready"}"#)
+                .as_deref(),
+            Some("abc")
+        );
+        let mut polled = QuantumJob::default();
+        Provider::Ionq.status(
+            br#"{"id": "abc", "status": "completed", "execution_time": 1500}"#,
+            &mut polled,
+        );
+        assert_eq!(polled.status.as_deref(), Some("completed"));
+        assert_eq!(polled.usage_seconds, Some(1.5));
+    }
+
+    #[test]
+    fn generic_fields_by_json_pointer() {
+        let fields = GenericFields {
+            submit_path: "/runs".into(),
+            backend: Some("/device/name".into()),
+            shots: Some("/settings/shots".into()),
+            circuit: Some("/program".into()),
+            tags: Some("/labels".into()),
+            job_id: "/run/id".into(),
+            status: Some("/run/state".into()),
+            simulator_backends: vec!["emu".into()],
+            ..Default::default()
+        };
+        assert!(fields.validate().is_ok());
+        let p = Provider::Generic(Box::new(fields));
+        assert_eq!(p.operation("POST", "/v1/runs"), Operation::Submit);
+        assert_eq!(
+            p.operation("GET", "/v1/runs/r-1"),
+            Operation::Status {
+                job_id: "r-1".into()
+            }
+        );
+        let job = parse(
+            &p,
+            r#"{"device": {"name": "emu"}, "settings": {"shots": 64}, "labels": ["a", "bb"],
+                "program": "OPENQASM 3; qubit[3] q; h q; cz q[0], q[1];"}"#,
+        )
+        .unwrap();
+        assert_eq!(job.backend.as_deref(), Some("emu"));
+        assert_eq!(p.device_type("emu"), "simulator");
+        assert_eq!(p.device_type("other"), "unknown");
+        assert_eq!(
+            (job.qubits, job.instructions, job.two_qubit_gates),
+            (Some(3), Some(4), Some(1))
+        );
+        assert_eq!(
+            (job.shots, job.tags, job.tags_bytes),
+            (Some(64), Some(2), Some(3))
+        );
+        assert_eq!(
+            p.submitted_job_id(br#"{"run": {"id": 42}}"#).as_deref(),
+            Some("42")
+        );
+        let bad = GenericFields {
+            backend: Some("device".into()),
+            ..Default::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("JSON Pointer"));
+    }
+
+    #[test]
+    fn bad_bodies_are_errors_that_say_where() {
+        let e = parse(&Provider::IbmRuntime, "{").unwrap_err().to_string();
+        assert!(e.starts_with("ibm_runtime: body is not JSON"), "{e}");
+        let e = parse(&Provider::IbmRuntime, r#"{"program_id": "sampler", "params": {"pubs": [[{"__type__": "QuantumCircuit", "__value__": "!!"}]]}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad base64"), "{e}");
+        let e = parse(&Provider::Braket, r#"{"deviceArn": "x", "shots": 5, "action": "{\"braketSchemaHeader\": {\"name\": \"braket.ir.openqasm.program\"}, \"source\": \"\"}"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("braket: action: qasm: empty program"), "{e}");
+        // what was read before the error is kept
+        let mut job = QuantumJob::default();
+        let _ = Provider::Braket.parse_submit(
+            br#"{"deviceArn": "arn:x", "shots": 7, "action": 3}"#,
+            &mut job,
+        );
+        assert_eq!(
+            (job.backend.as_deref(), job.shots),
+            (Some("arn:x"), Some(7))
+        );
+        let e = parse(&Provider::Ionq, "[]").unwrap_err().to_string();
+        assert!(e.contains("not a JSON object"), "{e}");
+    }
+}
