@@ -52,40 +52,81 @@ pub struct Breach {
     pub message: String,
 }
 
-/// Submissions the policy let through, per agent: (when, shots, executions).
+/// Submissions the policy let through in one second.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    second: u64,
+    jobs: u64,
+    shots: u64,
+    executions: u64,
+}
+
+/// One agent's submissions over the last hour in one-second buckets: at
+/// most 3600 of them whatever the rate, with running totals for the hour,
+/// so a decision costs at most 60 bucket reads (the minute) however many
+/// jobs came. Windows slide by the second.
 #[derive(Default)]
 struct Window {
-    jobs: VecDeque<(Instant, u64, u64)>,
+    buckets: VecDeque<Bucket>,
+    hour_shots: u64,
+    hour_executions: u64,
 }
 
 impl Window {
-    fn prune(&mut self, now: Instant) {
-        while self
-            .jobs
-            .front()
-            .is_some_and(|j| now.duration_since(j.0) > HOUR)
-        {
-            self.jobs.pop_front();
+    fn prune(&mut self, now_s: u64) {
+        while let Some(b) = self.buckets.front() {
+            if now_s.saturating_sub(b.second) < HOUR.as_secs() {
+                break;
+            }
+            self.hour_shots -= b.shots;
+            self.hour_executions -= b.executions;
+            self.buckets.pop_front();
         }
     }
-    fn in_last(&self, now: Instant, span: Duration) -> impl Iterator<Item = &(Instant, u64, u64)> {
-        self.jobs
+
+    fn jobs_last_minute(&self, now_s: u64) -> u64 {
+        self.buckets
             .iter()
-            .filter(move |j| now.duration_since(j.0) <= span)
+            .rev()
+            .take_while(|b| now_s.saturating_sub(b.second) < MINUTE.as_secs())
+            .map(|b| b.jobs)
+            .sum()
     }
-    /// Seconds until the oldest entry within `span` leaves it.
-    fn retry_after(&self, now: Instant, span: Duration) -> u64 {
-        self.in_last(now, span).next().map_or(1, |j| {
-            (span.saturating_sub(now.duration_since(j.0)))
-                .as_secs()
-                .max(1)
-        })
+
+    /// Seconds until the oldest second within `span` leaves it.
+    fn retry_after(&self, now_s: u64, span: Duration) -> u64 {
+        self.buckets
+            .iter()
+            .find(|b| now_s.saturating_sub(b.second) < span.as_secs())
+            .map_or(1, |b| {
+                (span.as_secs() - now_s.saturating_sub(b.second)).max(1)
+            })
+    }
+
+    fn add(&mut self, now_s: u64, shots: u64, executions: u64) {
+        self.hour_shots += shots;
+        self.hour_executions += executions;
+        match self.buckets.back_mut() {
+            Some(b) if b.second == now_s => {
+                b.jobs += 1;
+                b.shots += shots;
+                b.executions += executions;
+            }
+            _ => self.buckets.push_back(Bucket {
+                second: now_s,
+                jobs: 1,
+                shots,
+                executions,
+            }),
+        }
     }
 }
 
 pub struct Policy {
     config: PolicyConfig,
     windows: HashMap<String, Window>,
+    /// Windows count seconds from here.
+    origin: Instant,
 }
 
 /// Key of callers outside any agent: they share the default limits' window.
@@ -96,6 +137,7 @@ impl Policy {
         Self {
             config,
             windows: HashMap::new(),
+            origin: Instant::now(),
         }
     }
 
@@ -128,21 +170,20 @@ impl Policy {
             || "callers outside any agent".to_string(),
             |a| format!("agent {a}"),
         );
+        let now_s = now.saturating_duration_since(self.origin).as_secs();
         let window = self
             .windows
             .entry(agent.unwrap_or(NO_AGENT).to_string())
             .or_default();
-        window.prune(now);
-        let breach = check(&limits, job, window, now, &who);
+        window.prune(now_s);
+        let breach = check(&limits, job, window, now_s, &who);
         let decision = match (breach, mode) {
             (None, _) => Decision::Allowed,
             (Some(b), PolicyMode::Enforce) => Decision::Denied(b),
             (Some(b), PolicyMode::Monitor) => Decision::Monitored(b),
         };
         if !matches!(decision, Decision::Denied(_)) {
-            window
-                .jobs
-                .push_back((now, job.shots.unwrap_or(0), job.executions.unwrap_or(0)));
+            window.add(now_s, job.shots.unwrap_or(0), job.executions.unwrap_or(0));
         }
         decision
     }
@@ -152,7 +193,7 @@ fn check(
     limits: &Limits,
     job: &QuantumJob,
     window: &Window,
-    now: Instant,
+    now_s: u64,
     who: &str,
 ) -> Option<Breach> {
     use serde_json::json;
@@ -206,12 +247,12 @@ fn check(
         value: json!(value),
         requested: json!(requested),
         status: 429,
-        retry_after: Some(window.retry_after(now, span)),
+        retry_after: Some(window.retry_after(now_s, span)),
         message: format!("{limit} limit of {value} reached for {who}: this job would make it {requested} {what}"),
     }
     };
     if let Some(max) = limits.jobs_per_minute {
-        let n = window.in_last(now, MINUTE).count() as u64 + 1;
+        let n = window.jobs_last_minute(now_s) + 1;
         if n > max {
             return Some(rate(
                 "jobs_per_minute",
@@ -223,7 +264,7 @@ fn check(
         }
     }
     if let Some(max) = limits.shots_per_hour {
-        let n = window.in_last(now, HOUR).map(|j| j.1).sum::<u64>() + job.shots.unwrap_or(0);
+        let n = window.hour_shots + job.shots.unwrap_or(0);
         if n > max {
             return Some(rate(
                 "shots_per_hour",
@@ -235,7 +276,7 @@ fn check(
         }
     }
     if let Some(max) = limits.executions_per_hour {
-        let n = window.in_last(now, HOUR).map(|j| j.2).sum::<u64>() + job.executions.unwrap_or(0);
+        let n = window.hour_executions + job.executions.unwrap_or(0);
         if n > max {
             return Some(rate(
                 "executions_per_hour",
@@ -333,6 +374,12 @@ mod tests {
         let d = p.decide(Some("other"), &job(2000, 2, "s", "simulator"), t);
         assert_eq!(d.breach().unwrap().limit, "shots_per_hour");
         assert_eq!(d.breach().unwrap().requested, serde_json::json!(11000));
+        // an hour later the shots have left the window
+        let later = t + Duration::from_secs(3601);
+        assert_eq!(
+            p.decide(Some("other"), &job(2000, 2, "s", "simulator"), later),
+            Decision::Allowed
+        );
     }
 
     #[test]
