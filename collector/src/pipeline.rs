@@ -130,8 +130,16 @@ impl Pipeline {
                         drop(guard);
                         // The kernel wakes us for the first record after each drain:
                         // letting records gather for a moment turns a wakeup, a
-                        // drain and a write per event into one per batch.
-                        tokio::time::sleep(BATCH_DELAY).await;
+                        // drain and a write per event into one per batch. The job
+                        // gateway's lookups are answered meanwhile (a caller waits).
+                        let pause = tokio::time::sleep(BATCH_DELAY);
+                        tokio::pin!(pause);
+                        loop {
+                            tokio::select! {
+                                _ = &mut pause => break,
+                                Some(msg) = next_message(&mut gateway) => self.gateway(msg)?,
+                            }
+                        }
                     }
                     // else readiness is kept: the kernel only wakes a reader that
                     // caught up, so the rest must be read without a new wakeup.
