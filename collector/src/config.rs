@@ -259,17 +259,41 @@ pub struct RouteConfig {
 }
 
 /// The real provider credential, held by the gateway: the agent is given a
-/// placeholder, and the gateway sets `header` upstream from `file`.
+/// placeholder, and the gateway sets `header` upstream from `file` (or, for
+/// `aws_sigv4`, re-signs every request with the AWS keys in `file`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialConfig {
+    /// `header` (a token in one header) or `aws_sigv4` (Amazon Braket).
+    #[serde(default)]
+    pub kind: CredentialKind,
     /// Header that carries the credential, e.g. `Authorization`.
-    pub header: String,
-    /// File holding the secret; must not be readable by group or others.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// File holding the secret (for `aws_sigv4`: `aws_access_key_id = ...`
+    /// and `aws_secret_access_key = ...` lines); must not be readable by
+    /// group or others.
     pub file: PathBuf,
     /// Header value, `{}` standing for the secret: `Bearer {}`, `apiKey {}`.
     #[serde(default = "default_credential_format")]
     pub format: String,
+    /// `aws_sigv4`: the region and service signed for.
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default = "default_sigv4_service")]
+    pub service: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    #[default]
+    Header,
+    AwsSigv4,
+}
+
+fn default_sigv4_service() -> String {
+    "braket".into()
 }
 
 /// Limits on job submissions, per agent (`agents.<name>`) over the defaults.
@@ -543,13 +567,26 @@ fn validate_gateway(
             }
         }
         if let Some(c) = &r.credential {
-            if http::HeaderName::from_bytes(c.header.as_bytes()).is_err() {
-                bad(
+            match (c.kind, &c.header) {
+                (CredentialKind::Header, None) => bad(
                     at("credential.header"),
-                    format!("invalid header name {:?}", c.header),
-                );
+                    "is needed (e.g. \"Authorization\")".into(),
+                ),
+                (CredentialKind::Header, Some(h))
+                    if http::HeaderName::from_bytes(h.as_bytes()).is_err() =>
+                {
+                    bad(
+                        at("credential.header"),
+                        format!("invalid header name {h:?}"),
+                    )
+                }
+                (CredentialKind::AwsSigv4, _) if c.region.is_none() => bad(
+                    at("credential.region"),
+                    "aws_sigv4 needs the region it signs for (e.g. \"us-east-1\")".into(),
+                ),
+                _ => {}
             }
-            if !c.format.contains("{}") {
+            if c.kind == CredentialKind::Header && !c.format.contains("{}") {
                 bad(
                     at("credential.format"),
                     "must contain {} where the secret goes".into(),

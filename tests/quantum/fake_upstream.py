@@ -54,12 +54,35 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def sigv4(self, body):
+        """Check an AWS Signature V4 with botocore against the keys the test
+        says are the real ones (FAKE_AWS_KEY, FAKE_AWS_SECRET)."""
+        key, secret = os.environ.get("FAKE_AWS_KEY"), os.environ.get("FAKE_AWS_SECRET")
+        auth = self.headers.get("Authorization", "")
+        if not key or not auth.startswith("AWS4-HMAC-SHA256 "):
+            return None
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+        fields = dict(p.strip().split("=", 1) for p in auth[len("AWS4-HMAC-SHA256 "):].split(","))
+        access_key, date, region, service, _ = fields["Credential"].split("/")
+        signed = fields["SignedHeaders"].split(";")
+        req = AWSRequest(method=self.command, url=f"http://{self.headers['host']}{self.path}",
+                         headers={h: self.headers[h] for h in signed}, data=body)
+        req.context["timestamp"] = self.headers["x-amz-date"]
+        signer = SigV4Auth(Credentials(key, secret), service, region)
+        expected = signer.signature(signer.string_to_sign(req, signer.canonical_request(req)), req)
+        if access_key != key:
+            return "other key"
+        return "valid" if expected == fields["Signature"] else "invalid"
+
     def record(self, body):
         entry = {
             "method": self.command,
             "path": self.path,
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "body_bytes": len(body),
+            "sigv4": self.sigv4(body),
         }
         try:
             entry["json"] = json.loads(body) if body else None

@@ -58,13 +58,20 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start(tls: bool) -> Upstream {
+        Self::start_with_env(tls, &[])
+    }
+
+    /// With environment for the stand-in, e.g. FAKE_AWS_KEY/FAKE_AWS_SECRET:
+    /// the AWS keys it checks SigV4 signatures against.
+    pub fn start_with_env(tls: bool, env: &[(&str, &str)]) -> Upstream {
         let dir = tempfile::tempdir().unwrap();
         let port_file = dir.path().join("port");
         let log = dir.path().join("requests.jsonl");
         let mut cmd = Command::new(python());
         cmd.arg(script("fake_upstream.py"))
             .arg(&port_file)
-            .arg(&log);
+            .arg(&log)
+            .envs(env.iter().copied());
         let ca = tls.then(|| {
             make_certificates(dir.path());
             cmd.arg(dir.path().join("cert.pem"))

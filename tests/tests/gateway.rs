@@ -173,8 +173,21 @@ jobs_per_minute = 100
 }
 
 #[test]
-fn braket_sdk_task_and_program_set() {
-    let upstream = Upstream::start(false);
+fn braket_sdk_task_and_program_set_re_signed_with_brokered_aws_keys() {
+    let (real_key, real_secret) = ("AKIAREALKEY000000001", "real-aws-secret-5b7e41");
+    let upstream = Upstream::start_with_env(
+        false,
+        &[("FAKE_AWS_KEY", real_key), ("FAKE_AWS_SECRET", real_secret)],
+    );
+    let cred = upstream.dir().join("aws-credentials");
+    std::fs::write(
+        &cred,
+        format!(
+            "[default]\naws_access_key_id = {real_key}\naws_secret_access_key = {real_secret}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o600)).unwrap();
     let port = free_port();
     let tag = marker("braket");
     let c = Collector::start(&format!(
@@ -188,13 +201,22 @@ listen = "127.0.0.1:{port}"
 prefix = "/braket"
 provider = "braket"
 upstream = "{url}"
+[gateway.routes.credential]
+kind = "aws_sigv4"
+file = "{cred}"
+region = "us-east-1"
 "#,
         url = upstream.url(),
+        cred = cred.display(),
     ));
+    // the agent only has placeholder keys
     let (pid, sent) = run_sdk(
         "braket_client.py",
         &[&format!("http://127.0.0.1:{port}/braket"), &tag],
-        &[],
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIAPLACEHOLDER00000"),
+            ("AWS_SECRET_ACCESS_KEY", "placeholder-secret"),
+        ],
     );
     assert_eq!(sent.len(), 2, "{sent:?}");
     for truth in &sent {
@@ -232,18 +254,26 @@ upstream = "{url}"
         });
         assert_eq!(job(&poll)["status"], "QUEUED");
     }
-    // the SDK's own SigV4 signature went through untouched
-    let posts: Vec<Value> = upstream
-        .requests()
-        .into_iter()
-        .filter(|r| r["method"] == "POST")
-        .collect();
-    assert_eq!(posts.len(), 2);
-    for p in &posts {
-        assert!(p["headers"]["authorization"]
-            .as_str()
-            .unwrap()
-            .starts_with("AWS4-HMAC-SHA256"));
+    // every call reached the provider signed with the real keys (checked by botocore)
+    let requests = upstream.requests();
+    assert_eq!(requests.len(), 4, "2 submissions, 2 polls: {requests:?}");
+    for r in &requests {
+        assert_eq!(r["sigv4"], "valid", "{r}");
+        let auth = r["headers"]["authorization"].as_str().unwrap();
+        assert!(auth.contains(&format!("Credential={real_key}/")), "{auth}");
+    }
+    let output = c.raw_output();
+    for needle in [
+        real_key,
+        real_secret,
+        "AKIAPLACEHOLDER",
+        "placeholder-secret",
+        "AWS4-HMAC",
+    ] {
+        assert!(
+            !output.contains(needle),
+            "collector output contains {needle:?}"
+        );
     }
     c.stop();
 }

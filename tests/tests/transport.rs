@@ -466,10 +466,12 @@ fn topics_create_makes_every_kind_once() {
     };
     assert_eq!(
         run(),
-        "t.process\tcreated\nfiles\tcreated\nt.network\tcreated\nt.collector\tcreated\n"
+        "t.process\tcreated\nfiles\tcreated\nt.network\tcreated\nt.collector\tcreated\n\
+         t.quantum_job\tcreated\n"
     );
     assert_eq!(
         run(),
-        "t.process\texists\nfiles\texists\nt.network\texists\nt.collector\texists\n"
+        "t.process\texists\nfiles\texists\nt.network\texists\nt.collector\texists\n\
+         t.quantum_job\texists\n"
     );
 }

@@ -14,6 +14,7 @@
 mod attribution;
 mod policy;
 mod route;
+mod sigv4;
 mod tee;
 
 use std::collections::HashMap;
@@ -325,15 +326,24 @@ async fn handle(
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
-    if let Some((name, value)) = &route.credential {
-        parts.headers.remove(name);
-        parts.headers.insert(name.clone(), value.clone());
-    }
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
 
-    if operation == Operation::Other {
+    // Streamed unless the policy (submissions) or a signature needs it whole.
+    if operation == Operation::Other && !route.signs_body() {
+        route.authorize(&mut parts, b"");
         let upstream = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
+        return relay(&shared, route, upstream, None).await;
+    }
+    let whole = Limited::new(body, shared.max_body_bytes).collect().await;
+
+    if operation == Operation::Other {
+        let bytes = match whole {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return body_error(&shared, e).1,
+        };
+        route.authorize(&mut parts, &bytes);
+        let upstream = Request::from_parts(parts, full(bytes));
         return relay(&shared, route, upstream, None).await;
     }
 
@@ -347,64 +357,36 @@ async fn handle(
         decision: "allowed".to_string(),
         ..Default::default()
     };
-
-    let body = match operation {
+    let bytes = match whole {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            let (refusal, response) = body_error(&shared, e);
+            job.decision = "denied".into();
+            job.policy_limit = refusal.limit.map(str::to_string);
+            job.policy_reason = Some(refusal.message);
+            job.http_status = Some(refusal.status.as_u16());
+            emit(&shared, &caller, job, started);
+            return response;
+        }
+    };
+    match &operation {
         Operation::Submit => {
             metrics::add(&shared.metrics.gateway_jobs, 1);
-            let bytes = match Limited::new(body, shared.max_body_bytes).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(e) => {
-                    let too_large = e
-                        .downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some();
-                    let (status, code, limit, message) = if too_large {
-                        (
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "vigil_policy_denied",
-                            Some("max_body_bytes"),
-                            format!(
-                                "job body over the gateway's max_body_bytes of {}",
-                                shared.max_body_bytes
-                            ),
-                        )
-                    } else {
-                        (
-                            StatusCode::BAD_REQUEST,
-                            "vigil_bad_body",
-                            None,
-                            format!("cannot read the request body: {e}"),
-                        )
-                    };
-                    job.decision = "denied".into();
-                    job.policy_limit = limit.map(str::to_string);
-                    job.policy_reason = Some(message.clone());
-                    job.http_status = Some(status.as_u16());
-                    emit(&shared, &caller, job, started);
-                    return match limit {
-                        Some(limit) => json_response(
-                            status,
-                            serde_json::json!({"error": {"code": code, "limit": limit,
-                                "value": shared.max_body_bytes, "message": message}}),
-                        ),
-                        None => gateway_error(status, code, message),
-                    };
-                }
-            };
             job.payload_bytes = bytes.len() as u64;
             parse_submit(&route.provider, &bytes, &mut job);
             if let Some(denied) = decide(&shared, &caller, &mut job) {
                 emit(&shared, &caller, job, started);
                 return denied;
             }
-            Full::new(bytes).map_err(|never| match never {}).boxed()
         }
-        _ => body.map_err(BoxError::from).boxed(),
-    };
-    if let Operation::Status { job_id } = &operation {
-        metrics::add(&shared.metrics.gateway_polls, 1);
-        job.job_id = Some(job_id.clone());
+        Operation::Status { job_id } => {
+            metrics::add(&shared.metrics.gateway_polls, 1);
+            job.job_id = Some(job_id.clone());
+        }
+        Operation::Other => {}
     }
-    let upstream = Request::from_parts(parts, body);
+    route.authorize(&mut parts, &bytes);
+    let upstream = Request::from_parts(parts, full(bytes));
     let record = Record {
         shared: shared.clone(),
         caller,
@@ -412,6 +394,48 @@ async fn handle(
         started,
     };
     relay(&shared, route, upstream, Some(record)).await
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// Why a request body was refused before it was read whole.
+struct Refusal {
+    status: StatusCode,
+    limit: Option<&'static str>,
+    message: String,
+}
+
+/// A body over `max_body_bytes` (413) or one that broke off (400).
+fn body_error(shared: &Shared, e: BoxError) -> (Refusal, Response<Body>) {
+    if e.downcast_ref::<http_body_util::LengthLimitError>()
+        .is_some()
+    {
+        let message = format!(
+            "request body over the gateway's max_body_bytes of {}",
+            shared.max_body_bytes
+        );
+        let response = json_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            serde_json::json!({"error": {"code": "vigil_policy_denied", "limit": "max_body_bytes",
+                "value": shared.max_body_bytes, "message": message}}),
+        );
+        let refusal = Refusal {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            limit: Some("max_body_bytes"),
+            message,
+        };
+        return (refusal, response);
+    }
+    let message = format!("cannot read the request body: {e}");
+    let response = gateway_error(StatusCode::BAD_REQUEST, "vigil_bad_body", message.clone());
+    let refusal = Refusal {
+        status: StatusCode::BAD_REQUEST,
+        limit: None,
+        message,
+    };
+    (refusal, response)
 }
 
 /// Read a submission into `job`; a parser failure (even a panic) becomes

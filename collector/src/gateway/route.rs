@@ -12,8 +12,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use vigil_quantum::Provider;
 
+use super::sigv4::{AwsCredential, Target};
 use super::Body;
-use crate::config::{CredentialConfig, RouteConfig};
+use crate::config::{CredentialConfig, CredentialKind, RouteConfig};
 
 pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
@@ -23,8 +24,18 @@ pub struct Route {
     /// Upstream base URL without a trailing slash.
     pub upstream: String,
     pub client: HttpsClient,
-    /// Header set upstream in place of whatever the caller sent.
-    pub credential: Option<(HeaderName, HeaderValue)>,
+    /// The credential the gateway holds for this upstream.
+    pub credential: Option<Credential>,
+    /// `host[:port]` of the upstream (what AWS signatures cover).
+    authority: String,
+}
+
+/// A brokered credential: set upstream in place of whatever the caller sent.
+pub enum Credential {
+    /// One header, e.g. `Authorization: Bearer <token>`.
+    Header(HeaderName, HeaderValue),
+    /// Every request re-signed with AWS Signature Version 4.
+    AwsSigV4(AwsCredential),
 }
 
 impl Route {
@@ -42,14 +53,52 @@ impl Route {
             .map(load_credential)
             .transpose()
             .with_context(|| format!("route {}", config.prefix))?;
+        let authority = config
+            .upstream
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| u.authority().map(|a| a.to_string()))
+            .with_context(|| format!("route {}: upstream has no host", config.prefix))?;
         Ok(Route {
             prefix: config.prefix.clone(),
             provider,
             upstream: config.upstream.trim_end_matches('/').to_string(),
+            authority,
             client: client(config.ca_file.as_deref())
                 .with_context(|| format!("route {}: TLS setup", config.prefix))?,
             credential,
         })
+    }
+
+    /// Whether requests must be read whole before they are relayed (an AWS
+    /// signature covers the body's hash).
+    pub fn signs_body(&self) -> bool {
+        matches!(self.credential, Some(Credential::AwsSigV4(_)))
+    }
+
+    /// Put the held credential on a request about to go upstream.
+    pub fn authorize(&self, parts: &mut http::request::Parts, body: &[u8]) {
+        match &self.credential {
+            None => {}
+            Some(Credential::Header(name, value)) => {
+                parts.headers.remove(name);
+                parts.headers.insert(name.clone(), value.clone());
+            }
+            Some(Credential::AwsSigV4(aws)) => {
+                let target = Target {
+                    method: parts.method.as_str(),
+                    host: &self.authority,
+                    path: parts.uri.path(),
+                    query: parts.uri.query(),
+                };
+                aws.sign(
+                    &target,
+                    &mut parts.headers,
+                    body,
+                    std::time::SystemTime::now(),
+                )
+            }
+        }
     }
 
     /// The path below this route's prefix, if `path` is under it.
@@ -99,7 +148,7 @@ fn client(ca_file: Option<&std::path::Path>) -> anyhow::Result<HttpsClient> {
 }
 
 /// Read the secret; refuse a file others could read.
-fn load_credential(c: &CredentialConfig) -> anyhow::Result<(HeaderName, HeaderValue)> {
+fn load_credential(c: &CredentialConfig) -> anyhow::Result<Credential> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(&c.file)
         .with_context(|| format!("cannot read credential file {}", c.file.display()))?;
@@ -116,8 +165,18 @@ fn load_credential(c: &CredentialConfig) -> anyhow::Result<(HeaderName, HeaderVa
     if secret.is_empty() {
         bail!("credential file {} is empty", c.file.display());
     }
-    let name = HeaderName::from_bytes(c.header.as_bytes())
-        .with_context(|| format!("invalid header name {:?}", c.header))?;
+    if c.kind == CredentialKind::AwsSigv4 {
+        let region = c.region.as_deref().context("aws_sigv4 needs a region")?;
+        let aws = AwsCredential::parse(secret, region, &c.service)
+            .map_err(|e| anyhow::anyhow!("credential file {}: {e}", c.file.display()))?;
+        return Ok(Credential::AwsSigV4(aws));
+    }
+    let header = c
+        .header
+        .as_deref()
+        .context("a header credential needs `header`")?;
+    let name = HeaderName::from_bytes(header.as_bytes())
+        .with_context(|| format!("invalid header name {header:?}"))?;
     let mut value = HeaderValue::from_str(&c.format.replace("{}", secret)).with_context(|| {
         format!(
             "credential from {} is not a valid header value",
@@ -125,5 +184,5 @@ fn load_credential(c: &CredentialConfig) -> anyhow::Result<(HeaderName, HeaderVa
         )
     })?;
     value.set_sensitive(true);
-    Ok((name, value))
+    Ok(Credential::Header(name, value))
 }
