@@ -365,7 +365,7 @@ async fn handle(
             job.policy_limit = refusal.limit.map(str::to_string);
             job.policy_reason = Some(refusal.message);
             job.http_status = Some(refusal.status.as_u16());
-            emit(&shared, &caller, job, started);
+            emit(&shared, &caller, job);
             return response;
         }
     };
@@ -375,7 +375,7 @@ async fn handle(
             job.payload_bytes = bytes.len() as u64;
             parse_submit(&route.provider, &bytes, &mut job);
             if let Some(denied) = decide(&shared, &caller, &mut job) {
-                emit(&shared, &caller, job, started);
+                emit(&shared, &caller, job);
                 return denied;
             }
         }
@@ -577,7 +577,7 @@ async fn relay(
     if let Some(mut r) = record {
         r.job.http_status = Some(failure.0.as_u16());
         r.job.latency_ms = Some(r.started.elapsed().as_millis() as u64);
-        emit(&r.shared, &r.caller, r.job, r.started);
+        emit(&r.shared, &r.caller, r.job);
     }
     gateway_error(failure.0, failure.1, failure.2)
 }
@@ -651,11 +651,11 @@ fn finish(mut r: Record, status_ok: bool, copy: Option<&[u8]>) {
         _ => {}
     }
     drop(jobs);
-    emit(&r.shared, &r.caller, r.job, r.started);
+    emit(&r.shared, &r.caller, r.job);
 }
 
 /// Hand a job event to the pipeline (never blocking the relay).
-fn emit(shared: &Shared, caller: &Caller, job: QuantumJob, _started: Instant) {
+fn emit(shared: &Shared, caller: &Caller, job: QuantumJob) {
     let (activity_id, activity) = match job.operation.as_str() {
         "submit" => (ACTIVITY_CREATE, "submit"),
         "status" => (ACTIVITY_READ, "status"),

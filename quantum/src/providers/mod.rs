@@ -439,6 +439,35 @@ mod provider_tests {
     }
 
     #[test]
+    fn status_polls() {
+        let mut job = QuantumJob::default();
+        Provider::IbmRuntime.status(
+            br#"{"id": "d1", "status": "Completed", "state": {"status": "Completed"},
+                 "backend": "ibm_fez", "usage": {"quantum_seconds": 3, "seconds": 4}}"#,
+            &mut job,
+        );
+        assert_eq!(job.status.as_deref(), Some("Completed"));
+        assert_eq!(job.backend.as_deref(), Some("ibm_fez"));
+        assert_eq!(job.usage_seconds, Some(3.0));
+        let mut job = QuantumJob::default();
+        Provider::IbmRuntime.status(
+            br#"{"id": "d1", "status": "Queued", "usage": {}}"#,
+            &mut job,
+        );
+        assert_eq!(
+            (job.status.as_deref(), job.usage_seconds),
+            (Some("Queued"), None)
+        );
+        let mut job = QuantumJob::default();
+        Provider::Braket.status(br#"{"quantumTaskArn": "a", "status": "RUNNING"}"#, &mut job);
+        assert_eq!(job.status.as_deref(), Some("RUNNING"));
+        // not JSON: nothing learnt, nothing broken
+        let mut job = QuantumJob::default();
+        Provider::Braket.status(b"<html>", &mut job);
+        assert_eq!(job, QuantumJob::default());
+    }
+
+    #[test]
     fn bad_bodies_are_errors_that_say_where() {
         let e = parse(&Provider::IbmRuntime, "{").unwrap_err().to_string();
         assert!(e.starts_with("ibm_runtime: body is not JSON"), "{e}");
