@@ -22,8 +22,9 @@ pub struct CircuitStats {
     /// Operations: gates, measurements, resets and barriers, one per qubit
     /// for register-wide (broadcast) statements, as in `circuit.data`.
     pub instructions: u64,
-    /// Longest chain of operations over shared qubits or bits (barriers
-    /// excluded), as `circuit.depth()`.
+    /// Longest chain of operations over shared qubits or bits, as
+    /// `circuit.depth()`: barriers add no depth but line their qubits up,
+    /// conditioned operations wait for their condition's bits.
     pub depth: u64,
     /// Operations on exactly two qubits (barriers excluded).
     pub two_qubit_gates: u64,
@@ -167,6 +168,9 @@ struct Scan<'a> {
     level: HashMap<(bool, u32), u64>,
     hardware_qubits: u32,
     qasm2_registers: bool,
+    /// Classical bits the current statement is conditioned on: it waits for
+    /// them, as Qiskit's depth counts (a register-wide `if` waits for all).
+    condition: Vec<(bool, u32)>,
 }
 
 /// One operand: a whole register (broadcast) or one of its bits.
@@ -206,6 +210,7 @@ pub fn analyze(source: &str) -> Result<CircuitStats, ParseError> {
         level: HashMap::new(),
         hardware_qubits: 0,
         qasm2_registers: false,
+        condition: Vec::new(),
     };
     if s.toks.is_empty() {
         return Err(ParseError::new("qasm", "empty program"));
@@ -394,8 +399,12 @@ impl<'a> Scan<'a> {
             }
             Tok::Ident("if" | "while") => {
                 self.at += 1;
+                let start = self.at;
                 self.skip_group('(', ')');
+                let bits = self.condition_bits(start);
+                let outer = std::mem::replace(&mut self.condition, bits);
                 self.statement()?;
+                self.condition = outer;
                 if self.peek() == Some(&Tok::Ident("else")) {
                     self.at += 1;
                     self.statement()?;
@@ -425,8 +434,8 @@ impl<'a> Scan<'a> {
             Tok::Ident(kw) if SKIPPED.contains(&kw) => self.skip_statement(),
             Tok::Ident("barrier") => {
                 self.at += 1;
-                self.operands()?;
-                self.stats.instructions += 1;
+                let q = self.operands()?;
+                self.barrier(&q);
                 self.skip_statement();
             }
             Tok::Ident("measure") => {
@@ -455,6 +464,34 @@ impl<'a> Scan<'a> {
             _ => self.skip_statement(),
         }
         Ok(())
+    }
+
+    /// The classical bits named in the condition `( ... )` at `start`: a
+    /// whole register, or `reg[i]`.
+    fn condition_bits(&self, start: usize) -> Vec<(bool, u32)> {
+        let mut bits = self.condition.clone();
+        let toks = &self.toks[start.min(self.toks.len())..self.at.min(self.toks.len())];
+        for (i, t) in toks.iter().enumerate() {
+            let Tok::Ident(name) = t.0 else { continue };
+            let Some(reg) = self.cregs.get(name) else {
+                continue;
+            };
+            let index = match (toks.get(i + 1), toks.get(i + 2), toks.get(i + 3)) {
+                (
+                    Some((Tok::Punct('['), _)),
+                    Some((Tok::Num(n), _)),
+                    Some((Tok::Punct(']'), _)),
+                ) => n.parse::<u32>().ok().filter(|&n| n < reg.size),
+                _ => None,
+            };
+            match index {
+                Some(n) => bits.push((false, reg.offset.saturating_add(n))),
+                None => bits.extend(
+                    (0..reg.size.min(1 << 16)).map(|b| (false, reg.offset.saturating_add(b))),
+                ),
+            }
+        }
+        bits
     }
 
     fn name(&mut self) -> Result<&'a str, ParseError> {
@@ -639,19 +676,44 @@ impl<'a> Scan<'a> {
         Ok(())
     }
 
+    /// A barrier is an instruction but adds no depth: it lines its qubits
+    /// up at the deepest of them (as Qiskit's depth treats directives).
+    /// Without operands it spans every declared qubit.
+    fn barrier(&mut self, q: &[Operand]) {
+        self.stats.instructions += 1;
+        let wires: Vec<(bool, u32)> = if q.is_empty() {
+            (0..self.stats.qubits.min(1 << 20))
+                .map(|i| (true, i))
+                .collect()
+        } else {
+            q.iter()
+                .flat_map(|o| (0..o.size().min(1 << 20)).map(move |i| (true, o.at(i))))
+                .collect()
+        };
+        let level = wires
+            .iter()
+            .map(|w| self.level.get(w).copied().unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        for w in wires {
+            self.level.insert(w, level);
+        }
+    }
+
     fn op(&mut self, wires: &[(bool, u32)], two_qubit: bool) {
         self.stats.instructions += 1;
         if two_qubit {
             self.stats.two_qubit_gates += 1;
         }
-        let level = wires
-            .iter()
+        let all = || wires.iter().chain(self.condition.iter());
+        let level = all()
             .map(|w| self.level.get(w).copied().unwrap_or(0))
             .max()
             .unwrap_or(0)
             + 1;
-        for w in wires {
-            self.level.insert(*w, level);
+        let touched: Vec<(bool, u32)> = all().copied().collect();
+        for w in touched {
+            self.level.insert(w, level);
         }
         self.stats.depth = self.stats.depth.max(level);
     }
