@@ -6,6 +6,7 @@
 
 use hmac::{Hmac, Mac};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::{Digest, Sha256};
 
 /// The real AWS credential and the scope it signs for.
@@ -169,46 +170,29 @@ fn collapse(v: &str) -> String {
     v.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// RFC 3986 percent-encoding of all but unreserved characters (and `/`
-/// for paths). Paths are encoded as sent, so `%3A` becomes `%253A`: AWS
-/// encodes non-S3 paths twice.
+/// RFC 3986 unreserved characters stay as they are; all else is encoded.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+const PATH: &AsciiSet = &UNRESERVED.remove(b'/');
+
+/// Percent-encoding with upper-case hex. Paths are encoded as sent, so
+/// `%3A` becomes `%253A`: AWS encodes non-S3 paths twice.
 fn encode(s: &str, path: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'_' | b'.' | b'~')
-            || (path && b == b'/')
-        {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
+    let out = utf8_percent_encode(s, if path { PATH } else { UNRESERVED }).to_string();
     if path && out.is_empty() {
-        out.push('/');
+        return "/".into();
     }
     out
 }
 
+/// Query components as sent (`+` is a space in a query).
 fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn canonical_query(query: &str) -> String {
