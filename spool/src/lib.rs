@@ -14,6 +14,7 @@
 pub mod format;
 pub mod reader;
 pub mod segment;
+pub mod tail;
 pub mod writer;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use std::sync::{Mutex, MutexGuard};
 
 pub use format::{Encoding, RecordHeader};
 pub use reader::{Position, SpoolReader};
+pub use tail::{SpoolTail, Tailed};
 pub use writer::{Fsync, SpoolWriter, WriterOptions};
 
 /// The contiguous run of one kind's sequence numbers inside a segment.
