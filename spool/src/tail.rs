@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::reader::Position;
 use crate::segment::{self, Next, Record, SegmentReader};
 
-/// What [`SpoolTail::next`] found.
+/// What [`SpoolTail::next_batch`] found.
 #[derive(Debug)]
 pub enum Tailed {
     /// A batch record; `end` is the position just past it.
@@ -63,7 +63,7 @@ impl SpoolTail {
         Ok(ids)
     }
 
-    pub fn next(&mut self) -> io::Result<Tailed> {
+    pub fn next_batch(&mut self) -> io::Result<Tailed> {
         loop {
             let ids = self.segments()?;
             let Some(&newest) = ids.last() else {

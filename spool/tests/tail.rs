@@ -32,7 +32,7 @@ fn append(w: &mut SpoolWriter, n: usize) {
 fn drain(t: &mut SpoolTail) -> (Vec<u64>, usize, usize) {
     let (mut seqs, mut skipped, mut corrupt) = (Vec::new(), 0, 0);
     loop {
-        match t.next().unwrap() {
+        match t.next_batch().unwrap() {
             Tailed::Batch { record, end } => {
                 let text = String::from_utf8(record.payload).unwrap();
                 assert!(text.starts_with(&format!("file-{}-", record.header.seq)));
@@ -51,7 +51,7 @@ fn follows_the_writer_across_segments_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let mut w = writer(dir.path(), 1 << 30, 64 << 10);
     let mut t = SpoolTail::open(dir.path(), Position::default());
-    assert!(matches!(t.next().unwrap(), Tailed::Idle));
+    assert!(matches!(t.next_batch().unwrap(), Tailed::Idle));
     append(&mut w, 100); // about two segments
     let (seqs, skipped, corrupt) = drain(&mut t);
     assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
@@ -61,7 +61,7 @@ fn follows_the_writer_across_segments_and_resumes() {
     let saved = {
         let mut got = Vec::new();
         while got.len() < 50 {
-            if let Tailed::Batch { record, .. } = t.next().unwrap() {
+            if let Tailed::Batch { record, .. } = t.next_batch().unwrap() {
                 got.push(record.header.seq);
             }
         }
@@ -104,7 +104,7 @@ fn a_record_being_written_is_waited_for() {
     );
     // the rest arrives: now it is read
     f.write_all(&full[100..]).unwrap();
-    match t.next().unwrap() {
+    match t.next_batch().unwrap() {
         Tailed::Batch { record, .. } => assert_eq!(record.header.seq, 4),
         other => panic!("expected the completed record, got {other:?}"),
     }
