@@ -336,6 +336,8 @@ async fn handle(
         return relay(&shared, route, upstream, None).await;
     }
     let whole = Limited::new(body, shared.max_body_bytes).collect().await;
+    // the body is in hand: the upstream gets it at once, nothing to wait for
+    parts.headers.remove(header::EXPECT);
 
     if operation == Operation::Other {
         let bytes = match whole {
