@@ -535,12 +535,14 @@ fn validate_gateway(
         } else if !prefixes.insert(r.prefix.as_str()) {
             bad(at("prefix"), format!("duplicate prefix {:?}", r.prefix));
         }
-        if !["ibm_runtime", "braket", "ionq", "generic"].contains(&r.provider.as_str()) {
+        let providers = vigil_quantum::Provider::NAMES;
+        if !providers.contains(&r.provider.as_str()) {
             bad(
                 at("provider"),
                 format!(
-                    "unknown provider {:?}; known: ibm_runtime, braket, ionq, generic",
-                    r.provider
+                    "unknown provider {:?}; known: {}",
+                    r.provider,
+                    providers.join(", ")
                 ),
             );
         }

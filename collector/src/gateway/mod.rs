@@ -391,6 +391,7 @@ async fn handle(
     let upstream = Request::from_parts(parts, full(bytes));
     let record = Record {
         shared: shared.clone(),
+        route: index,
         caller,
         job,
         started,
@@ -443,17 +444,11 @@ fn body_error(shared: &Shared, e: BoxError) -> (Refusal, Response<Body>) {
 /// Read a submission into `job`; a parser failure (even a panic) becomes
 /// `parse_error`, never a crash.
 fn parse_submit(provider: &Provider, body: &[u8], job: &mut QuantumJob) {
-    let mut parsed = job.clone();
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        provider.parse_submit(body, &mut parsed)
-    }));
+    // what was read before an error (backend, shots...) stays in the job
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| provider.parse_submit(body, job)));
     match outcome {
-        Ok(Ok(())) => *job = parsed,
-        Ok(Err(e)) => {
-            // keep what was read before the error (backend, shots...)
-            *job = parsed;
-            job.parse_error = Some(e.to_string());
-        }
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => job.parse_error = Some(e.to_string()),
         Err(_) => job.parse_error = Some(format!("{}: parser failure", provider.name())),
     }
     if let Some(b) = &job.backend {
@@ -526,6 +521,8 @@ fn decide(shared: &Shared, caller: &Caller, job: &mut QuantumJob) -> Option<Resp
 /// A job request on its way: recorded when its response has been read.
 struct Record {
     shared: Arc<Shared>,
+    /// Index of the request's route in `shared.routes`.
+    route: usize,
     caller: Caller,
     job: QuantumJob,
     started: Instant,
@@ -597,13 +594,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// The response has been relayed: complete the job from it and emit.
 fn finish(mut r: Record, status_ok: bool, copy: Option<&[u8]>) {
-    let provider = &r
-        .shared
-        .routes
-        .iter()
-        .find(|x| x.prefix == r.job.route)
-        .map(|x| x.provider.clone());
-    let Some(provider) = provider else { return };
+    let shared = r.shared.clone();
+    let provider = &shared.routes[r.route].provider;
     let mut jobs = r.shared.jobs.lock().unwrap_or_else(|e| e.into_inner());
     match r.job.operation.as_str() {
         "submit" => {

@@ -40,13 +40,8 @@ pub enum Credential {
 
 impl Route {
     pub fn new(config: &RouteConfig) -> anyhow::Result<Route> {
-        let provider = match config.provider.as_str() {
-            "ibm_runtime" => Provider::IbmRuntime,
-            "braket" => Provider::Braket,
-            "ionq" => Provider::Ionq,
-            "generic" => Provider::Generic(Box::new(config.fields.clone().unwrap_or_default())),
-            other => bail!("unknown provider {other:?}"),
-        };
+        let provider = Provider::from_name(&config.provider, config.fields.clone())
+            .with_context(|| format!("unknown provider {:?}", config.provider))?;
         let credential = config
             .credential
             .as_ref()

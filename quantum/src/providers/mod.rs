@@ -49,6 +49,20 @@ impl Operation {
 }
 
 impl Provider {
+    /// The names a gateway route's `provider` key takes.
+    pub const NAMES: [&'static str; 4] = ["ibm_runtime", "braket", "ionq", "generic"];
+
+    /// The provider a route names; `fields` are a generic route's paths.
+    pub fn from_name(name: &str, fields: Option<GenericFields>) -> Option<Provider> {
+        Some(match name {
+            "ibm_runtime" => Provider::IbmRuntime,
+            "braket" => Provider::Braket,
+            "ionq" => Provider::Ionq,
+            "generic" => Provider::Generic(Box::new(fields.unwrap_or_default())),
+            _ => return None,
+        })
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Provider::IbmRuntime => "ibm_runtime",
@@ -60,23 +74,20 @@ impl Provider {
 
     pub fn operation(&self, method: &str, path: &str) -> Operation {
         let path = path.trim_end_matches('/');
-        let (collection, status_ok) = match self {
-            Provider::IbmRuntime | Provider::Ionq => ("/jobs", true),
-            Provider::Braket => ("/quantum-task", true),
-            Provider::Generic(g) => (g.submit_path.as_str(), true),
+        let collection = match self {
+            Provider::IbmRuntime | Provider::Ionq => "/jobs",
+            Provider::Braket => "/quantum-task",
+            Provider::Generic(g) => g.submit_path.as_str(),
         };
         if method == "POST" && path.ends_with(collection) {
             return Operation::Submit;
         }
-        if method == "GET" && status_ok {
-            if let Some(at) = path.rfind(&format!("{collection}/")) {
-                let id = &path[at + collection.len() + 1..];
-                // the job itself, not a sub-resource such as /results
-                if !id.is_empty() && !id.contains('/') {
-                    return Operation::Status {
-                        job_id: percent_decode(id),
-                    };
-                }
+        // the job itself, `<collection>/<id>`, not a sub-resource such as /results
+        if let Some((parent, id)) = path.rsplit_once('/') {
+            if method == "GET" && parent.ends_with(collection) && !id.is_empty() {
+                return Operation::Status {
+                    job_id: percent_decode(id),
+                };
             }
         }
         Operation::Other
@@ -193,15 +204,13 @@ struct Circuits {
     two_qubit: Option<u64>,
     parameters: u64,
     hashes: Vec<String>,
-    started: bool,
 }
 
 impl Circuits {
     fn add(&mut self, width: u32, instructions: u64, depth: Option<u64>, two_qubit: Option<u64>) {
-        if !self.started {
+        if self.count == 0 {
             self.depth = Some(0);
             self.two_qubit = Some(0);
-            self.started = true;
         }
         self.count += 1;
         self.qubits = self.qubits.max(width);
