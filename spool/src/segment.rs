@@ -70,6 +70,10 @@ impl SegmentReader {
         self.limit = limit;
     }
 
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
     /// The next record, a corrupt stretch skipped, or the end.
     pub fn next_record(&mut self) -> io::Result<Next> {
         if self.pos + HEADER_LEN as u64 > self.limit {
