@@ -46,13 +46,30 @@ fn wait_submits(c: &Collector, n: usize) -> Vec<Value> {
     }
 }
 
+/// A credential file the gateway will accept: readable by its owner only.
+fn secret_file(dir: &std::path::Path, name: &str, content: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// Nothing the collector printed holds any of `needles`.
+fn assert_output_lacks(c: &Collector, needles: &[&str]) {
+    let output = c.raw_output();
+    for needle in needles {
+        assert!(
+            !output.contains(needle),
+            "collector output contains {needle:?}"
+        );
+    }
+}
+
 #[test]
 fn ibm_runtime_sdk_jobs_over_https_with_a_brokered_credential() {
     let upstream = Upstream::start(true);
     let secret = "real-ibm-token-9f8e7d6c";
-    let cred = upstream.dir().join("ibm-token");
-    std::fs::write(&cred, format!("{secret}\n")).unwrap();
-    std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cred = secret_file(upstream.dir(), "ibm-token", &format!("{secret}\n"));
     let port = free_port();
     let tag = marker("ibm");
     let c = Collector::start(&format!(
@@ -158,13 +175,7 @@ jobs_per_minute = 100
         .expect("IAM call relayed");
     assert_eq!(iam["headers"]["authorization"], Value::Null);
     // ...and nothing the collector emitted holds a credential, real or placeholder
-    let output = c.raw_output();
-    for needle in [secret, "placeholder-api-key", "Bearer", "eyJ"] {
-        assert!(
-            !output.contains(needle),
-            "collector output contains {needle:?}"
-        );
-    }
+    assert_output_lacks(&c, &[secret, "placeholder-api-key", "Bearer", "eyJ"]);
     assert!(
         !c.stderr().contains(secret),
         "collector log holds the secret"
@@ -179,15 +190,13 @@ fn braket_sdk_task_and_program_set_re_signed_with_brokered_aws_keys() {
         false,
         &[("FAKE_AWS_KEY", real_key), ("FAKE_AWS_SECRET", real_secret)],
     );
-    let cred = upstream.dir().join("aws-credentials");
-    std::fs::write(
-        &cred,
-        format!(
+    let cred = secret_file(
+        upstream.dir(),
+        "aws-credentials",
+        &format!(
             "[default]\naws_access_key_id = {real_key}\naws_secret_access_key = {real_secret}\n"
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o600)).unwrap();
+    );
     let port = free_port();
     let tag = marker("braket");
     let c = Collector::start(&format!(
@@ -262,19 +271,16 @@ region = "us-east-1"
         let auth = r["headers"]["authorization"].as_str().unwrap();
         assert!(auth.contains(&format!("Credential={real_key}/")), "{auth}");
     }
-    let output = c.raw_output();
-    for needle in [
-        real_key,
-        real_secret,
-        "AKIAPLACEHOLDER",
-        "placeholder-secret",
-        "AWS4-HMAC",
-    ] {
-        assert!(
-            !output.contains(needle),
-            "collector output contains {needle:?}"
-        );
-    }
+    assert_output_lacks(
+        &c,
+        &[
+            real_key,
+            real_secret,
+            "AKIAPLACEHOLDER",
+            "placeholder-secret",
+            "AWS4-HMAC",
+        ],
+    );
     c.stop();
 }
 
