@@ -1,0 +1,3 @@
+//! Where alerts go besides the Parquet store.
+
+pub mod kafka;

@@ -1,0 +1,8 @@
+//! Detection rules as data: the YAML model ([`model`]), running queries over
+//! the window ([`engine`]), examples as events ([`examples`]), and the
+//! checks behind `vigil rules check|test` ([`check`]).
+
+pub mod check;
+pub mod engine;
+pub mod examples;
+pub mod model;
