@@ -159,8 +159,8 @@ impl DetectorConfig {
     /// Read, parse and validate a config file.
     pub fn load(path: &Path) -> Result<DetectorConfig, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut config: DetectorConfig =
-            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        let mut config: DetectorConfig = toml::from_str(&text)
+            .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve(base);
         let errors = config.validate();
@@ -192,8 +192,12 @@ impl DetectorConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut e = Vec::new();
         match (&self.source.spool, &self.source.kafka) {
-            (Some(_), Some(_)) => e.push("source: set either spool or [source.kafka], not both".into()),
-            (None, None) => e.push("source: set spool = \"DIR\" or [source.kafka] brokers = \"host:port\"".into()),
+            (Some(_), Some(_)) => {
+                e.push("source: set either spool or [source.kafka], not both".into())
+            }
+            (None, None) => e.push(
+                "source: set spool = \"DIR\" or [source.kafka] brokers = \"host:port\"".into(),
+            ),
             _ => {}
         }
         if let Some(k) = &self.source.kafka {
@@ -208,7 +212,10 @@ impl DetectorConfig {
             }
         }
         if !self.rules.is_dir() {
-            e.push(format!("rules: {} is not a directory", self.rules.display()));
+            e.push(format!(
+                "rules: {} is not a directory",
+                self.rules.display()
+            ));
         }
         let w = &self.window;
         if w.span_secs == 0 {
@@ -220,8 +227,13 @@ impl DetectorConfig {
         if w.max_bytes < 1 << 20 {
             e.push("window.max_bytes: must be at least 1048576 (1 MiB)".into());
         }
-        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
-            e.push(format!("metrics.listen: {:?} is not an address:port", self.metrics.listen));
+        if !self.metrics.listen.is_empty()
+            && self.metrics.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            e.push(format!(
+                "metrics.listen: {:?} is not an address:port",
+                self.metrics.listen
+            ));
         }
         if self.alerts.topic.is_empty() {
             e.push("alerts.topic: empty".into());
@@ -261,12 +273,20 @@ mod tests {
     #[test]
     fn errors_name_keys() {
         let e = load("data_dir = \"d\"\nrules = \"rules\"\n[source]\nspol = \"/s\"\n").unwrap_err();
-        assert!(e.contains("unknown field `spol`") && e.contains("line 4"), "{e}");
+        assert!(
+            e.contains("unknown field `spol`") && e.contains("line 4"),
+            "{e}"
+        );
         let e = load(
             "data_dir = \"d\"\nrules = \"nope\"\n[window]\nspan_secs = 0\n[source]\n[metrics]\nlisten = \"x\"\n",
         )
         .unwrap_err();
-        for want in ["source: set spool", "rules:", "window.span_secs", "metrics.listen"] {
+        for want in [
+            "source: set spool",
+            "rules:",
+            "window.span_secs",
+            "metrics.listen",
+        ] {
             assert!(e.contains(want), "{want} in {e}");
         }
     }

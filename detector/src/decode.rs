@@ -44,7 +44,8 @@ fn decode_arrow(message: &Message) -> Result<Decoded, String> {
         0 => return Err("Arrow stream holds no batch".into()),
         _ => {
             let schema = batches[0].schema();
-            datafusion::arrow::compute::concat_batches(&schema, &batches).map_err(|e| e.to_string())?
+            datafusion::arrow::compute::concat_batches(&schema, &batches)
+                .map_err(|e| e.to_string())?
         }
     };
     finish(identity.kind, identity.host_id, identity.seq, None, &batch)
@@ -53,7 +54,9 @@ fn decode_arrow(message: &Message) -> Result<Decoded, String> {
 fn decode_json(message: &Message) -> Result<Decoded, String> {
     if let Some(v) = &message.envelope.schema_version {
         if v != &SCHEMA_VERSION.to_string() {
-            return Err(format!("unknown schema version {v} (this detector reads {SCHEMA_VERSION})"));
+            return Err(format!(
+                "unknown schema version {v} (this detector reads {SCHEMA_VERSION})"
+            ));
         }
     }
     let mut builder: Option<EventBatchBuilder> = None;
@@ -62,7 +65,8 @@ fn decode_json(message: &Message) -> Result<Decoded, String> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let ev: Event = serde_json::from_slice(line).map_err(|e| format!("JSON event {}: {e}", i + 1))?;
+        let ev: Event =
+            serde_json::from_slice(line).map_err(|e| format!("JSON event {}: {e}", i + 1))?;
         let b = builder.get_or_insert_with(|| EventBatchBuilder::new(ev.kind));
         if b.kind() != ev.kind {
             return Err(format!(
@@ -79,15 +83,38 @@ fn decode_json(message: &Message) -> Result<Decoded, String> {
     let kind = builder.kind();
     if let Some(k) = &message.envelope.kind {
         if k != kind.as_str() {
-            return Err(format!("header says kind {k}, the event is {}", kind.as_str()));
+            return Err(format!(
+                "header says kind {k}, the event is {}",
+                kind.as_str()
+            ));
         }
     }
-    let host_id = message.envelope.host_id.clone().or(host).unwrap_or_default();
-    let seq = message.envelope.seq.ok_or("JSON message without a batch sequence number")?;
-    finish(kind, host_id, seq, message.envelope.index, &builder.finish())
+    let host_id = message
+        .envelope
+        .host_id
+        .clone()
+        .or(host)
+        .unwrap_or_default();
+    let seq = message
+        .envelope
+        .seq
+        .ok_or("JSON message without a batch sequence number")?;
+    finish(
+        kind,
+        host_id,
+        seq,
+        message.envelope.index,
+        &builder.finish(),
+    )
 }
 
-fn finish(kind: EventKind, host_id: String, seq: u64, index: Option<u32>, batch: &RecordBatch) -> Result<Decoded, String> {
+fn finish(
+    kind: EventKind,
+    host_id: String,
+    seq: u64,
+    index: Option<u32>,
+    batch: &RecordBatch,
+) -> Result<Decoded, String> {
     let batch = table_batch(kind, batch, seq)?;
     let (min_time, max_time) = match (
         max_time(&batch),

@@ -86,7 +86,10 @@ impl Detector {
         let stored = latest(stored);
         info!(alerts = stored.len(), "alerts already stored");
         suppressor.seed(stored, |id| {
-            rules.iter().find(|r| r.id == id).map(|r| r.suppress.as_millis() as i64)
+            rules
+                .iter()
+                .find(|r| r.id == id)
+                .map(|r| r.suppress.as_millis() as i64)
         });
         let table = Regex::new(r"\b(process|file|network|collector|quantum_job)\b").expect("valid");
         let rules = rules
@@ -156,6 +159,8 @@ impl Detector {
             match p {
                 Polled::Message(m) => {
                     add(&self.metrics.messages, 1);
+                    // taken, even if dropped below: its position needs committing
+                    self.fresh = true;
                     let d = match decode(&m) {
                         Ok(d) => d,
                         Err(reason) => {
@@ -177,11 +182,13 @@ impl Detector {
                         Seen::New => {}
                     }
                     let rows = d.batch.num_rows() as u64;
-                    match self.window.admit(d.kind, d.batch, (d.min_time, d.max_time), m.origin) {
+                    match self
+                        .window
+                        .admit(d.kind, d.batch, (d.min_time, d.max_time), m.origin)
+                    {
                         Admitted::Added => add(&self.metrics.events, rows),
                         Admitted::TooLate => add(&self.metrics.late_events, rows),
                     }
-                    self.fresh = true;
                 }
                 Polled::Corrupt { at, reason } => {
                     warn!(%at, %reason, "corrupt spool record skipped");
@@ -205,7 +212,8 @@ impl Detector {
         self.window.evict();
         let wall = crate::wall_ms();
         if let Some(now) = self.window.now() {
-            let mut contexts: BTreeMap<i64, Option<datafusion::prelude::SessionContext>> = BTreeMap::new();
+            let mut contexts: BTreeMap<i64, Option<datafusion::prelude::SessionContext>> =
+                BTreeMap::new();
             for s in &mut self.rules {
                 let gens: Vec<u64> = s.reads.iter().map(|k| self.window.generation(*k)).collect();
                 if !s.uses_now && gens == s.seen {
@@ -229,7 +237,9 @@ impl Detector {
                     Ok(mut findings) => {
                         s.last_error = None;
                         add(&self.metrics.findings, findings.len() as u64);
-                        findings.sort_by(|a, b| (a.time_ms, &a.group_key).cmp(&(b.time_ms, &b.group_key)));
+                        findings.sort_by(|a, b| {
+                            (a.time_ms, &a.group_key).cmp(&(b.time_ms, &b.group_key))
+                        });
                         for f in &findings {
                             self.suppressor.offer(&s.rule, f, wall);
                         }
@@ -260,7 +270,10 @@ impl Detector {
             if !self.unpublished.is_empty() {
                 match p.publish(&self.unpublished) {
                     Ok(()) => {
-                        add(&self.metrics.alerts_published, self.unpublished.len() as u64);
+                        add(
+                            &self.metrics.alerts_published,
+                            self.unpublished.len() as u64,
+                        );
                         self.unpublished.clear();
                     }
                     Err(e) => {
@@ -275,6 +288,10 @@ impl Detector {
         }
         self.source.commit(&self.window.oldest_origins())?;
         add(&self.metrics.commits, 1);
+        set(
+            &self.metrics.evaluated_messages,
+            crate::metrics::get(&self.metrics.messages),
+        );
         if let Some(min) = self.window.min_time() {
             let max_suppress = self
                 .rules
@@ -300,7 +317,10 @@ impl Detector {
         set(&m.window_events, self.window.rows() as u64);
         set(&m.window_bytes, self.window.bytes() as u64);
         set(&m.window_evicted_events, self.window.counters.evicted_rows);
-        set(&m.window_overflow_events, self.window.counters.overflow_rows);
+        set(
+            &m.window_overflow_events,
+            self.window.counters.overflow_rows,
+        );
         debug!(
             rows = self.window.rows(),
             bytes = self.window.bytes(),

@@ -27,6 +27,9 @@ pub struct Metrics {
     pub window_evicted_events: AtomicU64,
     pub window_overflow_events: AtomicU64,
     pub window_events: AtomicU64,
+    /// `messages` as of the last completed evaluation and commit: every
+    /// message up to it has had its alerts stored.
+    pub evaluated_messages: AtomicU64,
     pub window_bytes: AtomicU64,
     pub evaluations: AtomicU64,
     pub evaluation_ns: AtomicU64,
@@ -57,32 +60,117 @@ impl Collector for Scrape {
     fn encode(&self, mut e: DescriptorEncoder<'_>) -> std::fmt::Result {
         let m = &self.0;
         let counters: [(&str, &str, &AtomicU64); 18] = [
-            ("vigil_detector_messages", "Messages read from the source", &m.messages),
-            ("vigil_detector_events", "Events taken into the window", &m.events),
-            ("vigil_detector_duplicate_batches", "Batches dropped as already seen (host, kind, seq)", &m.duplicate_batches),
-            ("vigil_detector_gap_batches", "Batches missing from a host's sequence", &m.gap_batches),
-            ("vigil_detector_dead_letters", "Messages that did not decode, kept in the dead-letter place", &m.dead_letters),
-            ("vigil_detector_corrupt_records", "Spool records that failed their checksum", &m.corrupt_records),
-            ("vigil_detector_skipped_segments", "Times spool segments were deleted before they were read", &m.skipped_segments),
-            ("vigil_detector_late_events", "Events older than the window when they arrived", &m.late_events),
-            ("vigil_detector_window_evicted_events", "Events that left the window", &m.window_evicted_events),
-            ("vigil_detector_window_overflow_events", "Events that left the window early because of max_bytes", &m.window_overflow_events),
-            ("vigil_detector_evaluations", "Rule evaluations", &m.evaluations),
-            ("vigil_detector_evaluation_nanoseconds", "Time spent evaluating rules", &m.evaluation_ns),
-            ("vigil_detector_rule_errors", "Rule evaluations that failed", &m.rule_errors),
-            ("vigil_detector_findings", "Rows rules returned", &m.findings),
-            ("vigil_detector_alerts_written", "Alert versions written to Parquet", &m.alerts_written),
-            ("vigil_detector_alerts_published", "Alert versions acknowledged by the alerts topic", &m.alerts_published),
-            ("vigil_detector_publish_errors", "Failed publications to the alerts topic (retried)", &m.publish_errors),
-            ("vigil_detector_commits", "Source positions committed", &m.commits),
+            (
+                "vigil_detector_messages",
+                "Messages read from the source",
+                &m.messages,
+            ),
+            (
+                "vigil_detector_events",
+                "Events taken into the window",
+                &m.events,
+            ),
+            (
+                "vigil_detector_duplicate_batches",
+                "Batches dropped as already seen (host, kind, seq)",
+                &m.duplicate_batches,
+            ),
+            (
+                "vigil_detector_gap_batches",
+                "Batches missing from a host's sequence",
+                &m.gap_batches,
+            ),
+            (
+                "vigil_detector_dead_letters",
+                "Messages that did not decode, kept in the dead-letter place",
+                &m.dead_letters,
+            ),
+            (
+                "vigil_detector_corrupt_records",
+                "Spool records that failed their checksum",
+                &m.corrupt_records,
+            ),
+            (
+                "vigil_detector_skipped_segments",
+                "Times spool segments were deleted before they were read",
+                &m.skipped_segments,
+            ),
+            (
+                "vigil_detector_late_events",
+                "Events older than the window when they arrived",
+                &m.late_events,
+            ),
+            (
+                "vigil_detector_window_evicted_events",
+                "Events that left the window",
+                &m.window_evicted_events,
+            ),
+            (
+                "vigil_detector_window_overflow_events",
+                "Events that left the window early because of max_bytes",
+                &m.window_overflow_events,
+            ),
+            (
+                "vigil_detector_evaluations",
+                "Rule evaluations",
+                &m.evaluations,
+            ),
+            (
+                "vigil_detector_evaluation_nanoseconds",
+                "Time spent evaluating rules",
+                &m.evaluation_ns,
+            ),
+            (
+                "vigil_detector_rule_errors",
+                "Rule evaluations that failed",
+                &m.rule_errors,
+            ),
+            (
+                "vigil_detector_findings",
+                "Rows rules returned",
+                &m.findings,
+            ),
+            (
+                "vigil_detector_alerts_written",
+                "Alert versions written to Parquet",
+                &m.alerts_written,
+            ),
+            (
+                "vigil_detector_alerts_published",
+                "Alert versions acknowledged by the alerts topic",
+                &m.alerts_published,
+            ),
+            (
+                "vigil_detector_publish_errors",
+                "Failed publications to the alerts topic (retried)",
+                &m.publish_errors,
+            ),
+            (
+                "vigil_detector_commits",
+                "Source positions committed",
+                &m.commits,
+            ),
         ];
         for (name, help, value) in counters {
             let c = ConstCounter::new(get(value));
             c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)?;
         }
         for (name, help, value) in [
-            ("vigil_detector_window_events_held", "Events held in the window", &m.window_events),
-            ("vigil_detector_window_bytes", "Memory held by the window's batches", &m.window_bytes),
+            (
+                "vigil_detector_window_events_held",
+                "Events held in the window",
+                &m.window_events,
+            ),
+            (
+                "vigil_detector_window_bytes",
+                "Memory held by the window's batches",
+                &m.window_bytes,
+            ),
+            (
+                "vigil_detector_evaluated_messages",
+                "Messages whose alerts are stored and whose position is committed",
+                &m.evaluated_messages,
+            ),
         ] {
             let g = ConstGauge::new(get(value) as i64);
             g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)?;
@@ -93,8 +181,12 @@ impl Collector for Scrape {
 
 /// Bind the metrics listener (at start-up, so a bad address fails early).
 pub fn bind(addr: &str) -> std::io::Result<std::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen for metrics on {addr}: {e}")))?;
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen for metrics on {addr}: {e}"),
+        )
+    })?;
     listener.set_nonblocking(true)?;
     Ok(listener)
 }

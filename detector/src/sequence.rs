@@ -11,7 +11,9 @@ pub enum Seen {
     New,
     Duplicate,
     /// New, after `missing` batches that never came.
-    AfterGap { missing: u64 },
+    AfterGap {
+        missing: u64,
+    },
 }
 
 #[derive(Default)]

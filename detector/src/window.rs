@@ -83,7 +83,13 @@ impl Window {
     }
 
     /// Add a table batch (with its events' time range) from `origin`.
-    pub fn admit(&mut self, kind: EventKind, batch: RecordBatch, times: (i64, i64), origin: Origin) -> Admitted {
+    pub fn admit(
+        &mut self,
+        kind: EventKind,
+        batch: RecordBatch,
+        times: (i64, i64),
+        origin: Origin,
+    ) -> Admitted {
         let (min_time, max_time) = times;
         if max_time < self.cutoff() {
             self.counters.late_rows += batch.num_rows() as u64;
@@ -190,7 +196,11 @@ impl Window {
     }
 
     pub fn min_time(&self) -> Option<i64> {
-        self.kinds.values().filter_map(|c| c.front()).map(|c| c.min_time).min()
+        self.kinds
+            .values()
+            .filter_map(|c| c.front())
+            .map(|c| c.min_time)
+            .min()
     }
 }
 
@@ -205,7 +215,10 @@ mod tests {
     fn batch(times: &[i64]) -> RecordBatch {
         let mut b = EventBatchBuilder::new(EventKind::Collector);
         for t in times {
-            b.append(&Event::new(EventKind::Collector, 0, 1, "heartbeat", *t, 0, "h", "h"), None);
+            b.append(
+                &Event::new(EventKind::Collector, 0, 1, "heartbeat", *t, 0, "h", "h"),
+                None,
+            );
         }
         table_batch(EventKind::Collector, &b.finish(), 1).unwrap()
     }
@@ -217,22 +230,59 @@ mod tests {
     #[test]
     fn event_time_decides_membership() {
         let mut w = Window::new(60_000, 5_000, usize::MAX);
-        assert_eq!(w.admit(EventKind::Collector, batch(&[1_000, 6_000]), (1_000, 6_000), origin(0)), Admitted::Added);
-        assert_eq!(w.admit(EventKind::Collector, batch(&[70_000]), (70_000, 70_000), origin(10)), Admitted::Added);
+        assert_eq!(
+            w.admit(
+                EventKind::Collector,
+                batch(&[1_000, 6_000]),
+                (1_000, 6_000),
+                origin(0)
+            ),
+            Admitted::Added
+        );
+        assert_eq!(
+            w.admit(
+                EventKind::Collector,
+                batch(&[70_000]),
+                (70_000, 70_000),
+                origin(10)
+            ),
+            Admitted::Added
+        );
         w.evict();
         // 6_000 >= 70_000 - 65_000: still held
         assert_eq!(w.rows(), 3);
         assert_eq!(w.oldest_origins().values().next(), Some(&origin(0)));
-        w.admit(EventKind::Collector, batch(&[80_000]), (80_000, 80_000), origin(20));
+        w.admit(
+            EventKind::Collector,
+            batch(&[80_000]),
+            (80_000, 80_000),
+            origin(20),
+        );
         w.evict();
         assert_eq!(w.rows(), 2);
         assert_eq!(w.counters.evicted_rows, 2);
         assert_eq!(w.oldest_origins().values().next(), Some(&origin(10)));
         // older than the span and grace: too late
-        assert_eq!(w.admit(EventKind::Collector, batch(&[10_000]), (10_000, 10_000), origin(30)), Admitted::TooLate);
+        assert_eq!(
+            w.admit(
+                EventKind::Collector,
+                batch(&[10_000]),
+                (10_000, 10_000),
+                origin(30)
+            ),
+            Admitted::TooLate
+        );
         assert_eq!(w.counters.late_rows, 1);
         // inside the span but late: kept
-        assert_eq!(w.admit(EventKind::Collector, batch(&[20_000]), (20_000, 20_000), origin(40)), Admitted::Added);
+        assert_eq!(
+            w.admit(
+                EventKind::Collector,
+                batch(&[20_000]),
+                (20_000, 20_000),
+                origin(40)
+            ),
+            Admitted::Added
+        );
         assert_eq!(w.tables(w.since(30_000)).rows(), 2);
     }
 

@@ -44,7 +44,9 @@ pub fn encode(
     metadata.insert(META_HOST_ID.into(), host_id.into());
     metadata.insert(META_SEQ.into(), seq.to_string());
     let schema = Arc::new(batch.schema().as_ref().clone().with_metadata(metadata));
-    let batch = batch.clone().with_schema(schema.clone())?;
+    // not with_schema: a batch decoded from another stream carries that
+    // stream's host and seq, which the new ones must replace
+    let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())?;
     let options = IpcWriteOptions::default().try_with_compression(match compression {
         Compression::None => None,
         Compression::Lz4 => Some(CompressionType::LZ4_FRAME),

@@ -282,21 +282,28 @@ pub fn seqs(batches: &[Batch]) -> Vec<u64> {
 
 /// The collector's Prometheus metrics, `name{labels}` → value.
 pub fn scrape(addr: &str) -> BTreeMap<String, f64> {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    scrape_opt(addr).unwrap_or_else(|| panic!("cannot scrape http://{addr}/metrics"))
+}
+
+/// [`scrape`], or `None` while nothing listens there yet.
+pub fn scrape_opt(addr: &str) -> Option<BTreeMap<String, f64>> {
+    let mut s = TcpStream::connect(addr).ok()?;
     write!(
         s,
         "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
-    .unwrap();
+    .ok()?;
     let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body.lines()
+    s.read_to_string(&mut body).ok()?;
+    let metrics = body
+        .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
             let (name, value) = l.rsplit_once(' ')?;
             Some((name.to_string(), value.parse().ok()?))
         })
-        .collect()
+        .collect();
+    Some(metrics)
 }
 
 /// Wait until a metric satisfies `pred`.

@@ -38,6 +38,7 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     bin
 }
 
+pub mod detector;
 pub mod kafka;
 pub mod quantum;
 

@@ -124,9 +124,13 @@ pub fn to_batch(alerts: &[Alert]) -> RecordBatch {
     let strs = |f: fn(&Alert) -> &str| -> ArrayRef {
         Arc::new(StringArray::from_iter_values(alerts.iter().map(f)))
     };
-    let opt = |f: fn(&Alert) -> Option<&str>| -> ArrayRef { Arc::new(alerts.iter().map(f).collect::<StringArray>()) };
+    let opt = |f: fn(&Alert) -> Option<&str>| -> ArrayRef {
+        Arc::new(alerts.iter().map(f).collect::<StringArray>())
+    };
     let ts = |f: fn(&Alert) -> i64| -> ArrayRef {
-        Arc::new(TimestampMillisecondArray::from_iter_values(alerts.iter().map(f)).with_timezone("UTC"))
+        Arc::new(
+            TimestampMillisecondArray::from_iter_values(alerts.iter().map(f)).with_timezone("UTC"),
+        )
     };
     let lists = |f: fn(&Alert) -> &Vec<String>| -> ArrayRef {
         let mut b = ListBuilder::new(StringBuilder::new());
@@ -156,7 +160,9 @@ pub fn to_batch(alerts: &[Alert]) -> RecordBatch {
             strs(|a| &a.summary),
             lists(|a| &a.attack),
             lists(|a| &a.tags),
-            Arc::new(UInt64Array::from_iter_values(alerts.iter().map(|a| a.count))),
+            Arc::new(UInt64Array::from_iter_values(
+                alerts.iter().map(|a| a.count),
+            )),
             strs(|a| &a.evidence),
             lists(|a| &a.event_refs),
             lists(|a| &a.merged_ids),
@@ -168,7 +174,11 @@ pub fn to_batch(alerts: &[Alert]) -> RecordBatch {
 /// Alerts back from a batch of the alert schema.
 pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Alert>, String> {
     use arrow_array::{Array, ListArray};
-    let col = |name: &str| batch.column_by_name(name).ok_or_else(|| format!("alert column {name} is missing"));
+    let col = |name: &str| {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| format!("alert column {name} is missing"))
+    };
     let s = |name: &str| -> Result<&StringArray, String> {
         col(name)?
             .as_any()
@@ -189,7 +199,10 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Alert>, String> {
     };
     let list_at = |a: &ListArray, i: usize| -> Vec<String> {
         let v = a.value(i);
-        let v = v.as_any().downcast_ref::<StringArray>().expect("lists of Utf8");
+        let v = v
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("lists of Utf8");
         (0..v.len()).map(|j| v.value(j).to_string()).collect()
     };
     let opt = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
@@ -209,8 +222,14 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Alert>, String> {
         s("summary")?,
         s("evidence")?,
     );
-    let (time, last, detected, window) = (t("time")?, t("last_time")?, t("detected_at")?, t("window_start")?);
-    let (attack, tags, refs, merged) = (l("attack")?, l("tags")?, l("event_refs")?, l("merged_ids")?);
+    let (time, last, detected, window) = (
+        t("time")?,
+        t("last_time")?,
+        t("detected_at")?,
+        t("window_start")?,
+    );
+    let (attack, tags, refs, merged) =
+        (l("attack")?, l("tags")?, l("event_refs")?, l("merged_ids")?);
     Ok((0..batch.num_rows())
         .map(|i| Alert {
             id: id.value(i).into(),

@@ -61,7 +61,11 @@ impl AlertStore {
             let dir = self.dir.join(format!("day={day}"));
             std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
             self.written += 1;
-            let name = format!("alerts-{now_wall_ms}-{}-{}.parquet", std::process::id(), self.written);
+            let name = format!(
+                "alerts-{now_wall_ms}-{}-{}.parquet",
+                std::process::id(),
+                self.written
+            );
             let tmp = dir.join(format!(".{name}.tmp"));
             let path = dir.join(&name);
             let file = File::create(&tmp).map_err(io_err(&tmp))?;
@@ -78,7 +82,9 @@ impl AlertStore {
             let file = w.into_inner().map_err(perr)?;
             file.sync_all().map_err(io_err(&tmp))?;
             std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
-            File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err(&dir))?;
+            File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(&dir))?;
         }
         Ok(())
     }
@@ -87,7 +93,11 @@ impl AlertStore {
 /// Every alert version under `alerts_dir` (a store's `alerts` directory, or
 /// a data directory holding one). Unreadable files are reported, not fatal.
 pub fn read_all(dir: &Path) -> Result<(Vec<Alert>, Vec<StoreError>), StoreError> {
-    let dir = if dir.join("alerts").is_dir() { dir.join("alerts") } else { dir.to_path_buf() };
+    let dir = if dir.join("alerts").is_dir() {
+        dir.join("alerts")
+    } else {
+        dir.to_path_buf()
+    };
     let mut files = Vec::new();
     if dir.is_dir() {
         for day in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
@@ -98,7 +108,9 @@ pub fn read_all(dir: &Path) -> Result<(Vec<Alert>, Vec<StoreError>), StoreError>
             for f in std::fs::read_dir(&day).map_err(io_err(&day))? {
                 let f = f.map_err(io_err(&day))?.path();
                 if f.extension().is_some_and(|e| e == "parquet")
-                    && !f.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                    && !f
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
                 {
                     files.push(f);
                 }

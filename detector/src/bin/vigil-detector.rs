@@ -20,7 +20,11 @@ use vigil_detector::source::spool::SpoolSource;
 use vigil_detector::source::Source;
 
 #[derive(Parser)]
-#[command(name = "vigil-detector", version, about = "Vigil's detector: SQL rules over windows of events, alerts to Parquet and Kafka")]
+#[command(
+    name = "vigil-detector",
+    version,
+    about = "Vigil's detector: SQL rules over windows of events, alerts to Parquet and Kafka"
+)]
 struct Args {
     /// The detector's TOML configuration.
     #[arg(long)]
@@ -58,7 +62,8 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     let config = DetectorConfig::load(&args.config).map_err(anyhow::Error::msg)?;
     let engine = Engine::new();
-    let checked = check_dir(&engine, &config.rules).with_context(|| format!("rules {}", config.rules.display()))?;
+    let checked = check_dir(&engine, &config.rules)
+        .with_context(|| format!("rules {}", config.rules.display()))?;
     for e in &checked.errors {
         // a broken rule never stops the others
         error!("rule not loaded: {e}");
@@ -101,7 +106,10 @@ fn run(args: Args) -> anyhow::Result<()> {
                 ensure_topics(k, std::slice::from_ref(&config.alerts.topic))?;
             }
             info!(topic = %config.alerts.topic, "publishing alerts");
-            Some(AlertPublisher::new(brokers, &config.alerts.topic, &props).map_err(anyhow::Error::msg)?)
+            Some(
+                AlertPublisher::new(brokers, &config.alerts.topic, &props)
+                    .map_err(anyhow::Error::msg)?,
+            )
         }
         None => None,
     };

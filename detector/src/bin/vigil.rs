@@ -16,7 +16,11 @@ use vigil_detector::rules::check::{check_dir, run_examples};
 use vigil_detector::rules::engine::Engine;
 
 #[derive(Parser)]
-#[command(name = "vigil", version, about = "Vigil's analyst CLI: rules and alerts")]
+#[command(
+    name = "vigil",
+    version,
+    about = "Vigil's analyst CLI: rules and alerts"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,7 +64,11 @@ fn main() -> ExitCode {
         Command::Rules {
             action: RulesAction::Test { dir },
         } => rules_test(&dir),
-        Command::Alerts { data_dir, json, rule } => alerts(&data_dir, json, rule.as_deref()),
+        Command::Alerts {
+            data_dir,
+            json,
+            rule,
+        } => alerts(&data_dir, json, rule.as_deref()),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -87,7 +95,11 @@ fn rules_check(dir: &std::path::Path) -> anyhow::Result<bool> {
         println!("{} rules OK", checked.rules.len());
         Ok(true)
     } else {
-        println!("{} rules OK, {} problem(s)", checked.rules.len(), checked.errors.len());
+        println!(
+            "{} rules OK, {} problem(s)",
+            checked.rules.len(),
+            checked.errors.len()
+        );
         Ok(false)
     }
 }
@@ -139,7 +151,11 @@ fn alerts(data_dir: &std::path::Path, json: bool, rule: Option<&str>) -> anyhow:
         }
         return Ok(true);
     }
-    writeln!(out, "{:<24} {:<8} {:<28} {:<16} {:<14} {:>5}  SUMMARY", "TIME (UTC)", "SEVERITY", "RULE", "HOST", "AGENT", "COUNT")?;
+    writeln!(
+        out,
+        "{:<24} {:<8} {:<28} {:<16} {:<14} {:>5}  SUMMARY",
+        "TIME (UTC)", "SEVERITY", "RULE", "HOST", "AGENT", "COUNT"
+    )?;
     for a in &alerts {
         writeln!(
             out,

@@ -18,7 +18,11 @@ pub struct AlertPublisher {
 }
 
 impl AlertPublisher {
-    pub fn new(brokers: &str, topic: &str, properties: &[(String, String)]) -> Result<AlertPublisher, String> {
+    pub fn new(
+        brokers: &str,
+        topic: &str,
+        properties: &[(String, String)],
+    ) -> Result<AlertPublisher, String> {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
@@ -78,8 +82,15 @@ impl AlertPublisher {
                 match tokio::time::timeout(Duration::from_secs(60), p).await {
                     Ok(Ok(Ok(_))) => {}
                     Ok(Ok(Err((e, _)))) => return Err(format!("alerts topic {}: {e}", self.topic)),
-                    Ok(Err(_)) => return Err(format!("alerts topic {}: delivery cancelled", self.topic)),
-                    Err(_) => return Err(format!("alerts topic {}: no acknowledgement in 60 s", self.topic)),
+                    Ok(Err(_)) => {
+                        return Err(format!("alerts topic {}: delivery cancelled", self.topic))
+                    }
+                    Err(_) => {
+                        return Err(format!(
+                            "alerts topic {}: no acknowledgement in 60 s",
+                            self.topic
+                        ))
+                    }
                 }
             }
             Ok(())

@@ -106,14 +106,20 @@ pub fn run_examples(engine: &Engine, rule: &Rule) -> Vec<ExampleOutcome> {
         .collect()
 }
 
-fn example_findings(engine: &Engine, rule: &Rule, events: &[serde_json::Value]) -> Result<usize, String> {
+fn example_findings(
+    engine: &Engine,
+    rule: &Rule,
+    events: &[serde_json::Value],
+) -> Result<usize, String> {
     let mut tables = Tables::default();
     let mut now = EXAMPLE_EPOCH_MS;
     for (kind, batch) in batches(events, EXAMPLE_EPOCH_MS, EXAMPLE_HOST)? {
         if let Some(max) = max_time(&batch) {
             now = now.max(max);
         }
-        tables.by_kind.push((kind, vec![table_batch(kind, &batch, 1)?]));
+        tables
+            .by_kind
+            .push((kind, vec![table_batch(kind, &batch, 1)?]));
     }
     let ctx = engine.context(&tables)?;
     Ok(engine.run(&ctx, &Engine::render(rule, now))?.len())

@@ -48,7 +48,12 @@ const KNOWN_OUTPUT: [&str; 8] = [
 /// The table schema of a kind: the event columns plus `batch_seq`, `batch_row`.
 pub fn table_schema(kind: EventKind) -> SchemaRef {
     static SCHEMAS: std::sync::OnceLock<Vec<SchemaRef>> = std::sync::OnceLock::new();
-    let all = SCHEMAS.get_or_init(|| EventKind::ALL.iter().map(|k| build_table_schema(*k)).collect());
+    let all = SCHEMAS.get_or_init(|| {
+        EventKind::ALL
+            .iter()
+            .map(|k| build_table_schema(*k))
+            .collect()
+    });
     all[usize::from(kind.code() - 1)].clone()
 }
 
@@ -68,7 +73,9 @@ pub fn table_batch(kind: EventKind, batch: &RecordBatch, seq: u64) -> Result<Rec
     }
     let mut columns = batch.columns().to_vec();
     columns.push(Arc::new(arrow_array::UInt64Array::from_value(seq, n)));
-    columns.push(Arc::new(arrow_array::UInt32Array::from_iter_values(0..n as u32)));
+    columns.push(Arc::new(arrow_array::UInt32Array::from_iter_values(
+        0..n as u32,
+    )));
     RecordBatch::try_new(schema, columns).map_err(|e| format!("{} batch: {e}", kind.as_str()))
 }
 
@@ -239,13 +246,16 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a ArrayRef> {
 
 /// Milliseconds of a timestamp column of any unit.
 fn millis(array: &ArrayRef) -> Result<Vec<Option<i64>>, String> {
-    let ms = cast(array, &DataType::Timestamp(TimeUnit::Millisecond, None)).map_err(|e| e.to_string())?;
+    let ms = cast(array, &DataType::Timestamp(TimeUnit::Millisecond, None))
+        .map_err(|e| e.to_string())?;
     let ms = cast(&ms, &DataType::Int64).map_err(|e| e.to_string())?;
     let ms = ms
         .as_any()
         .downcast_ref::<arrow_array::Int64Array>()
         .ok_or("timestamp did not cast to Int64")?;
-    Ok((0..ms.len()).map(|i| ms.is_valid(i).then(|| ms.value(i))).collect())
+    Ok((0..ms.len())
+        .map(|i| ms.is_valid(i).then(|| ms.value(i)))
+        .collect())
 }
 
 fn strings(array: &ArrayRef) -> Result<Vec<Option<String>>, String> {
@@ -254,7 +264,9 @@ fn strings(array: &ArrayRef) -> Result<Vec<Option<String>>, String> {
         .as_any()
         .downcast_ref::<arrow_array::StringArray>()
         .ok_or("did not cast to Utf8")?;
-    Ok((0..s.len()).map(|i| s.is_valid(i).then(|| s.value(i).to_string())).collect())
+    Ok((0..s.len())
+        .map(|i| s.is_valid(i).then(|| s.value(i).to_string()))
+        .collect())
 }
 
 fn findings_of(batch: &RecordBatch) -> Result<Vec<Finding>, String> {
@@ -324,7 +336,11 @@ fn json_value(array: &ArrayRef, row: usize) -> serde_json::Value {
     let as_f64 = |a: &ArrayRef| {
         cast(&a.slice(row, 1), &DataType::Float64)
             .ok()
-            .and_then(|c| c.as_any().downcast_ref::<arrow_array::Float64Array>().map(|f| f.value(0)))
+            .and_then(|c| {
+                c.as_any()
+                    .downcast_ref::<arrow_array::Float64Array>()
+                    .map(|f| f.value(0))
+            })
     };
     match array.data_type() {
         DataType::Boolean => Value::Bool(
@@ -335,15 +351,22 @@ fn json_value(array: &ArrayRef, row: usize) -> serde_json::Value {
         ),
         t if t.is_integer() => cast(&array.slice(row, 1), &DataType::Int64)
             .ok()
-            .and_then(|c| c.as_any().downcast_ref::<arrow_array::Int64Array>().map(|i| i.value(0)))
+            .and_then(|c| {
+                c.as_any()
+                    .downcast_ref::<arrow_array::Int64Array>()
+                    .map(|i| i.value(0))
+            })
             .map(Value::from)
             .unwrap_or(Value::Null),
         t if t.is_floating() || matches!(t, DataType::Decimal128(_, _)) => {
             as_f64(array).map(Value::from).unwrap_or(Value::Null)
         }
-        DataType::List(_) | DataType::LargeList(_) => {
-            Value::Array(string_list(array, row).into_iter().map(Value::String).collect())
-        }
+        DataType::List(_) | DataType::LargeList(_) => Value::Array(
+            string_list(array, row)
+                .into_iter()
+                .map(Value::String)
+                .collect(),
+        ),
         _ => Value::String(display(array, row)),
     }
 }

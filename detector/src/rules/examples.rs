@@ -19,13 +19,18 @@ pub const EXAMPLE_HOST: &str = "example-host";
 
 /// Build one event from its partial JSON, with `time` = `epoch_ms` + `t` s.
 pub fn event(partial: &Value, epoch_ms: i64, host_id: &str) -> Result<Event, String> {
-    let obj = partial.as_object().ok_or("an example event must be an object")?;
+    let obj = partial
+        .as_object()
+        .ok_or("an example event must be an object")?;
     let kind_name = obj
         .get("kind")
         .and_then(Value::as_str)
         .ok_or("an example event needs \"kind\"")?;
-    let kind = EventKind::from_name(kind_name).ok_or_else(|| format!("unknown kind {kind_name:?}"))?;
-    let t = obj.get("t").map(|v| v.as_f64().ok_or("\"t\" must be a number of seconds"));
+    let kind =
+        EventKind::from_name(kind_name).ok_or_else(|| format!("unknown kind {kind_name:?}"))?;
+    let t = obj
+        .get("t")
+        .map(|v| v.as_f64().ok_or("\"t\" must be a number of seconds"));
     let t = t.transpose()?.unwrap_or(0.0);
     let activity = obj
         .get("activity_name")
@@ -43,7 +48,8 @@ pub fn event(partial: &Value, epoch_ms: i64, host_id: &str) -> Result<Event, Str
         host_id,
         "example",
     );
-    if kind != EventKind::Collector && kind != EventKind::QuantumJob || obj.contains_key("process") {
+    if kind != EventKind::Collector && kind != EventKind::QuantumJob || obj.contains_key("process")
+    {
         ev.process = Some(Process {
             pid: 1000,
             tid: 1000,
@@ -71,19 +77,30 @@ pub fn event(partial: &Value, epoch_ms: i64, host_id: &str) -> Result<Event, Str
         o.remove("t");
         // `cmd_line` given alone also sets `args`, as the collector would
         if let Some(p) = o.get_mut("process").and_then(Value::as_object_mut) {
-            if let (Some(cmd), false) = (p.get("cmd_line").and_then(Value::as_str), p.contains_key("args")) {
-                let args: Vec<Value> = cmd.split_whitespace().map(|a| Value::String(a.into())).collect();
+            if let (Some(cmd), false) = (
+                p.get("cmd_line").and_then(Value::as_str),
+                p.contains_key("args"),
+            ) {
+                let args: Vec<Value> = cmd
+                    .split_whitespace()
+                    .map(|a| Value::String(a.into()))
+                    .collect();
                 p.insert("args".into(), Value::Array(args));
             }
         }
     }
     merge(&mut merged, overlay);
-    serde_json::from_value(merged).map_err(|e| format!("example event does not fit the event model: {e}"))
+    serde_json::from_value(merged)
+        .map_err(|e| format!("example event does not fit the event model: {e}"))
 }
 
 /// An example's events as one batch per kind, in the table form (with
 /// `batch_seq` = 1).
-pub fn batches(events: &[Value], epoch_ms: i64, host_id: &str) -> Result<Vec<(EventKind, RecordBatch)>, String> {
+pub fn batches(
+    events: &[Value],
+    epoch_ms: i64,
+    host_id: &str,
+) -> Result<Vec<(EventKind, RecordBatch)>, String> {
     let mut builders: BTreeMap<EventKind, EventBatchBuilder> = BTreeMap::new();
     for (i, partial) in events.iter().enumerate() {
         let ev = event(partial, epoch_ms, host_id).map_err(|e| format!("event {}: {e}", i + 1))?;
@@ -184,7 +201,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ev.process.unwrap().args, ["tar", "czf", "x.tgz", "d"]);
-        assert!(event(&json!({"kind": "nope"}), 0, "h").unwrap_err().contains("unknown kind"));
+        assert!(event(&json!({"kind": "nope"}), 0, "h")
+            .unwrap_err()
+            .contains("unknown kind"));
         assert!(event(&json!({"kind": "file", "file": {"fd": "x"}}), 0, "h").is_err());
     }
 }

@@ -163,7 +163,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => n * 60_000,
         "h" => n * 3_600_000,
         "d" => n * 86_400_000,
-        other => return Err(format!("duration {text:?}: unknown unit {other:?} (ms, s, m, h, d)")),
+        other => {
+            return Err(format!(
+                "duration {text:?}: unknown unit {other:?} (ms, s, m, h, d)"
+            ))
+        }
     };
     Ok(Duration::from_millis(ms))
 }
@@ -185,7 +189,8 @@ pub fn load_file(file: &Path) -> Result<Rule, Vec<RuleError>> {
         line,
         problem,
     };
-    let text = std::fs::read_to_string(file).map_err(|e| vec![err(None, format!("cannot read: {e}"))])?;
+    let text =
+        std::fs::read_to_string(file).map_err(|e| vec![err(None, format!("cannot read: {e}"))])?;
     parse(&text, file)
 }
 
@@ -214,7 +219,10 @@ pub fn parse(text: &str, file: &Path) -> Result<Rule, Vec<RuleError>> {
     {
         errors.push(err(
             line_of("id"),
-            format!("id {:?} must be non-empty and use only letters, digits, '.', '_', '-'", raw.id),
+            format!(
+                "id {:?} must be non-empty and use only letters, digits, '.', '_', '-'",
+                raw.id
+            ),
         ));
     }
     let mut duration = |key: &str, text: &str| match parse_duration(text) {
@@ -233,11 +241,15 @@ pub fn parse(text: &str, file: &Path) -> Result<Rule, Vec<RuleError>> {
     for t in &raw.attack {
         let ok = t.len() >= 5
             && t.starts_with('T')
-            && t[1..].split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+            && t[1..]
+                .split('.')
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
         if !ok {
             errors.push(err(
                 line_of("attack"),
-                format!("attack id {t:?} is not a MITRE ATT&CK technique id such as T1552 or T1552.001"),
+                format!(
+                    "attack id {t:?} is not a MITRE ATT&CK technique id such as T1552 or T1552.001"
+                ),
             ));
         }
     }
@@ -249,7 +261,9 @@ pub fn parse(text: &str, file: &Path) -> Result<Rule, Vec<RuleError>> {
             ));
         }
     }
-    let query_line = line_of("query").map(|l| query_first_line(text, l)).unwrap_or(1);
+    let query_line = line_of("query")
+        .map(|l| query_first_line(text, l))
+        .unwrap_or(1);
     for (offset, name) in placeholders(&raw.query) {
         if !raw.params.contains_key(&name) && !BUILTIN_PARAMS.contains(&name.as_str()) {
             let line = query_line + raw.query[..offset].matches('\n').count();
@@ -266,14 +280,21 @@ pub fn parse(text: &str, file: &Path) -> Result<Rule, Vec<RuleError>> {
     if raw.examples.is_empty() {
         errors.push(err(
             line_of("examples").or(line_of("id")),
-            "no examples: a rule needs at least one event set that fires and one that does not".into(),
+            "no examples: a rule needs at least one event set that fires and one that does not"
+                .into(),
         ));
     } else {
         if !raw.examples.iter().any(|e| e.fires) {
-            errors.push(err(line_of("examples"), "no example with fires: true".into()));
+            errors.push(err(
+                line_of("examples"),
+                "no example with fires: true".into(),
+            ));
         }
         if !raw.examples.iter().any(|e| !e.fires) {
-            errors.push(err(line_of("examples"), "no example with fires: false".into()));
+            errors.push(err(
+                line_of("examples"),
+                "no example with fires: false".into(),
+            ));
         }
     }
     if !errors.is_empty() {
@@ -410,14 +431,23 @@ examples:
         let e = parse(&bad, Path::new("b.yaml")).unwrap_err();
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].line, Some(4));
-        assert!(e[0].problem.contains("unknown variant `urgent`"), "{}", e[0]);
+        assert!(
+            e[0].problem.contains("unknown variant `urgent`"),
+            "{}",
+            e[0]
+        );
 
-        let bad = GOOD.replace("${n}", "${m}").replace("lookback: 1m", "lookback: 1y");
+        let bad = GOOD
+            .replace("${n}", "${m}")
+            .replace("lookback: 1m", "lookback: 1y");
         let e = parse(&bad, Path::new("b.yaml")).unwrap_err();
         let text: Vec<String> = e.iter().map(ToString::to_string).collect();
         assert_eq!(e.len(), 2, "{text:?}");
         assert!(text[0].starts_with("b.yaml:6: lookback"), "{text:?}");
-        assert!(text[1].starts_with("b.yaml:12: query uses ${m}"), "{text:?}");
+        assert!(
+            text[1].starts_with("b.yaml:12: query uses ${m}"),
+            "{text:?}"
+        );
     }
 
     #[test]

@@ -105,7 +105,6 @@ impl KafkaSource {
             topics: BTreeMap::new(),
         })
     }
-
 }
 
 /// One shared name per topic, not one allocation per message.
@@ -118,7 +117,10 @@ fn interned(topics: &mut BTreeMap<String, Arc<str>>, name: &str) -> Arc<str> {
     t
 }
 
-fn header_str<'a>(headers: Option<&'a rdkafka::message::BorrowedHeaders>, key: &str) -> Option<&'a str> {
+fn header_str<'a>(
+    headers: Option<&'a rdkafka::message::BorrowedHeaders>,
+    key: &str,
+) -> Option<&'a str> {
     headers?
         .iter()
         .find(|h| h.key == key)

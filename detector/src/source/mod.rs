@@ -38,7 +38,9 @@ impl Origin {
     pub fn stream(&self) -> Stream {
         match self {
             Origin::Spool(_) => Stream::Spool,
-            Origin::Kafka { topic, partition, .. } => Stream::Kafka {
+            Origin::Kafka {
+                topic, partition, ..
+            } => Stream::Kafka {
                 topic: topic.clone(),
                 partition: *partition,
             },
@@ -92,9 +94,15 @@ pub struct Message {
 pub enum Polled {
     Message(Message),
     /// Records that failed their checksum (spool): skipped, counted.
-    Corrupt { at: String, reason: String },
+    Corrupt {
+        at: String,
+        reason: String,
+    },
     /// Spool segments deleted before they were read.
-    Skipped { from: String, to: String },
+    Skipped {
+        from: String,
+        to: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

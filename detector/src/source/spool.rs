@@ -43,10 +43,11 @@ impl SpoolSource {
         let state_file = state_dir.join("spool-position.json");
         let saved = match std::fs::read(&state_file) {
             Ok(b) => {
-                let s: SavedPosition = serde_json::from_slice(&b).map_err(|e| SourceError::State {
-                    path: state_file.display().to_string(),
-                    message: e.to_string(),
-                })?;
+                let s: SavedPosition =
+                    serde_json::from_slice(&b).map_err(|e| SourceError::State {
+                        path: state_file.display().to_string(),
+                        message: e.to_string(),
+                    })?;
                 // a position in another spool means nothing here
                 (s.spool == spool_dir).then_some(Position {
                     segment: s.segment,
@@ -80,10 +81,13 @@ impl Source for SpoolSource {
         let deadline = Instant::now() + wait;
         let mut out = Vec::new();
         while out.len() < max {
-            let next = self.tail.next_batch().map_err(|source| SourceError::Spool {
-                dir: self.dir.display().to_string(),
-                source,
-            })?;
+            let next = self
+                .tail
+                .next_batch()
+                .map_err(|source| SourceError::Spool {
+                    dir: self.dir.display().to_string(),
+                    source,
+                })?;
             match next {
                 Tailed::Batch { record, end } => {
                     let Some(encoding) = record.header.encoding() else {
@@ -171,11 +175,14 @@ impl Source for SpoolSource {
             segment: position.segment,
             offset: position.offset,
         };
-        crate::write_atomically(&self.state_file, &serde_json::to_vec(&saved).expect("serializable"))
-            .map_err(|e| SourceError::State {
-                path: self.state_file.display().to_string(),
-                message: e.to_string(),
-            })?;
+        crate::write_atomically(
+            &self.state_file,
+            &serde_json::to_vec(&saved).expect("serializable"),
+        )
+        .map_err(|e| SourceError::State {
+            path: self.state_file.display().to_string(),
+            message: e.to_string(),
+        })?;
         self.committed = Some(position);
         Ok(())
     }
