@@ -20,12 +20,11 @@ use vigil_schema::{EventKind, SCHEMA_VERSION};
 
 const SETTLE: Duration = Duration::from_secs(120);
 
-/// Every message of the topic from the beginning, as (headers, payload).
-fn read_topic(
-    brokers: &str,
-    topic: &str,
-    at_least: usize,
-) -> Vec<(Vec<(String, String)>, Vec<u8>)> {
+/// A consumed message: its headers and payload.
+type Consumed = (Vec<(String, String)>, Vec<u8>);
+
+/// Every message of the topic from the beginning.
+fn read_topic(brokers: &str, topic: &str, at_least: usize) -> Vec<Consumed> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("e2e-{}", vigil_e2e::marker("reader")))
@@ -360,15 +359,15 @@ fn malformed_and_unknown_version_messages_go_to_the_dead_letter_topic() {
     let dead = read_topic(&broker.brokers(), "vigil.deadletter", 2);
     assert_eq!(dead.len(), 2, "dead letters: {dead:?}");
     // dead letters are keyed by host: order them by their reason
-    let mut reasons: Vec<(String, &[u8], &Vec<(String, String)>)> = dead
+    let mut reasons: Vec<(String, &Consumed)> = dead
         .iter()
-        .map(|(h, p)| {
-            let reason = h
-                .iter()
-                .find(|(k, _)| k == "vigil.dead_letter.reason")
-                .map(|(_, v)| v.clone())
-                .expect("reason header");
-            (reason, p.as_slice(), h)
+        .map(|m| {
+            let reason =
+                m.0.iter()
+                    .find(|(k, _)| k == "vigil.dead_letter.reason")
+                    .map(|(_, v)| v.clone())
+                    .expect("reason header");
+            (reason, m)
         })
         .collect();
     reasons.sort_by(|a, b| a.0.cmp(&b.0));
@@ -377,14 +376,15 @@ fn malformed_and_unknown_version_messages_go_to_the_dead_letter_topic() {
         "{}",
         reasons[0].0
     );
-    assert_eq!(reasons[0].1, b"this is not arrow");
+    assert_eq!(reasons[0].1 .1, b"this is not arrow");
     assert!(
         reasons[1].0.contains("unknown schema version 99"),
         "{}",
         reasons[1].0
     );
-    for (_, _, h) in &reasons {
-        assert!(h
+    for (_, m) in &reasons {
+        assert!(m
+            .0
             .iter()
             .any(|(k, v)| k == "vigil.dead_letter.origin" && v.starts_with("vigil.events.file[")));
     }

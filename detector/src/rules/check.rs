@@ -57,17 +57,33 @@ pub fn check_dir(engine: &Engine, dir: &Path) -> Result<Checked, std::io::Error>
 /// within the query, which becomes a line of the file.
 pub fn sql_error(rule: &Rule, message: &str) -> RuleError {
     let at = Regex::new(r"Line: (\d+), Column: (\d+)").expect("valid regex");
-    let (line, problem) = match at.captures(message) {
-        Some(c) => {
-            let line: usize = c[1].parse().unwrap_or(1);
-            (rule.line_in_file(line), format!("query: {message}"))
-        }
-        None => (rule.query_line, format!("query: {message}")),
+    let named = Regex::new(r"No field named ([\w.]+)|table '(?:\w+\.)*(\w+)' not found")
+        .expect("valid regex");
+    // the list of every valid field is long; DataFusion's suggestion stays
+    let message = message
+        .split("Valid fields are")
+        .next()
+        .unwrap_or(message)
+        .trim_end();
+    let line = if let Some(c) = at.captures(message) {
+        rule.line_in_file(c[1].parse().unwrap_or(1))
+    } else if let Some(c) = named.captures(message) {
+        // planning errors have no position: the first query line naming the culprit
+        let name = c.get(1).or(c.get(2)).map_or("", |m| m.as_str());
+        let name = name.trim_end_matches('.');
+        let name = name.rsplit('.').next().unwrap_or(name);
+        let word = Regex::new(&format!(r"\b{}\b", regex::escape(name))).expect("escaped");
+        rule.query
+            .lines()
+            .position(|l| word.is_match(l))
+            .map_or(rule.query_line, |i| rule.line_in_file(i + 1))
+    } else {
+        rule.query_line
     };
     RuleError {
         file: rule.file.clone(),
         line: Some(line),
-        problem: problem.replace('\n', " "),
+        problem: format!("query: {message}").replace('\n', " "),
     }
 }
 
