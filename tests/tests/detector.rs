@@ -431,3 +431,57 @@ fn a_corrupt_payload_in_the_spool_goes_to_the_dead_letter_directory() {
     d.stop();
     let _ = stored_alerts(&dir.path().join("detector"));
 }
+
+#[test]
+fn the_readme_demo_raises_alerts_from_the_real_collector() {
+    // the real collector (BPF) writes its spool; the detector reads it; the
+    // README's one-line demo plays an agent reading credentials, then posting them
+    let dir = tempfile::tempdir().unwrap();
+    let agent = vigil_e2e::marker("demo");
+    let collector = vigil_e2e::Collector::start_with(
+        &format!("[[agents]]\nname = \"{agent}\"\ncmdline = 'scripts/demo-agent exfil'\n"),
+        vigil_e2e::StartOptions {
+            output: "spool",
+            data_dir: Some(dir.path().join("collector")),
+        },
+    );
+    let spool_dir = dir.path().join("collector/spool");
+    let mut d = DetectorProcess::start(&dir.path().join("detector"), &format!("[source]\nspool = {spool_dir:?}\n"));
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = std::process::Command::new("bash")
+        .arg("scripts/demo-agent")
+        .arg("exfil")
+        .current_dir(&repo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let start = std::time::Instant::now();
+    let want = ["cred.store_read", "exfil.read_then_new_egress", "network.agent_listen"];
+    loop {
+        let alerts = d.alerts();
+        let ours: BTreeSet<&str> = alerts
+            .iter()
+            .filter(|a| a.agent_id.as_deref() == Some(agent.as_str()))
+            .map(|a| a.rule_id.as_str())
+            .collect();
+        if want.iter().all(|w| ours.contains(w)) {
+            let cred = alerts.iter().find(|a| a.rule_id == "cred.store_read").unwrap();
+            assert!(cred.summary.contains("/home/.aws/credentials"), "{cred:?}");
+            assert!(cred.agent_session.is_some());
+            let exfil = alerts.iter().find(|a| a.rule_id == "exfil.read_then_new_egress").unwrap();
+            assert!(exfil.summary.contains("/usr/bin/curl"), "{exfil:?}");
+            assert_eq!(exfil.severity, "critical");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "alerts so far: {:?}\n--- detector log:\n{}\n--- collector log:\n{}",
+            alerts.iter().map(|a| (&a.rule_id, &a.summary)).collect::<Vec<_>>(),
+            d.log(),
+            collector.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    d.stop();
+    collector.stop();
+}
