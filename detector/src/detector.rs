@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use regex::Regex;
 use tracing::{debug, error, info, warn};
 use vigil_schema::EventKind;
 
@@ -19,6 +18,7 @@ use crate::config::DetectorConfig;
 use crate::decode::decode;
 use crate::metrics::{add, set, Metrics};
 use crate::outputs::kafka::AlertPublisher;
+use crate::retain::Retention;
 use crate::rules::engine::{Engine, Tables};
 use crate::rules::model::Rule;
 use crate::sequence::{Seen, Sequences};
@@ -47,11 +47,14 @@ pub enum DetectorError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    #[error("window retention: {0}")]
+    Retention(String),
 }
 
 pub struct Detector {
     source: Box<dyn Source>,
     window: Window,
+    retention: Retention,
     rules: Vec<Scheduled>,
     engine: Engine,
     suppressor: Suppressor,
@@ -91,17 +94,15 @@ impl Detector {
                 .find(|r| r.id == id)
                 .map(|r| r.suppress.as_millis() as i64)
         });
-        let table = Regex::new(r"\b(process|file|network|collector|quantum_job)\b").expect("valid");
+        let rules: Vec<Rule> = rules.into_iter().filter(|r| r.enabled).collect();
+        let retention = Retention::for_rules(&rules).map_err(DetectorError::Retention)?;
+        for (kind, predicate) in &retention.described {
+            info!(table = kind.as_str(), %predicate, "the window keeps only rows matching");
+        }
         let rules = rules
             .into_iter()
-            .filter(|r| r.enabled)
             .map(|rule| {
-                let mut reads: Vec<EventKind> = table
-                    .captures_iter(&rule.query)
-                    .filter_map(|c| EventKind::from_name(&c[1]))
-                    .collect();
-                reads.sort();
-                reads.dedup();
+                let reads = rule.reads();
                 Scheduled {
                     uses_now: rule.query.contains("${now}"),
                     seen: vec![0; reads.len()],
@@ -119,6 +120,7 @@ impl Detector {
                 w.grace_secs as i64 * 1000,
                 w.max_bytes as usize,
             ),
+            retention,
             rules,
             engine: Engine::new(),
             suppressor,
@@ -182,9 +184,25 @@ impl Detector {
                         Seen::New => {}
                     }
                     let rows = d.batch.num_rows() as u64;
+                    // the clock moves with every event, kept or not
+                    self.window.observe(d.max_time);
+                    let batch = match self.retention.apply(d.kind, d.batch) {
+                        Ok(Some(b)) => b,
+                        Ok(None) => {
+                            add(&self.metrics.unneeded_events, rows);
+                            continue;
+                        }
+                        // a compiled predicate over the kind's own schema: a bug, not bad input
+                        Err(e) => return Err(DetectorError::Retention(e)),
+                    };
+                    add(
+                        &self.metrics.unneeded_events,
+                        rows - batch.num_rows() as u64,
+                    );
+                    let rows = batch.num_rows() as u64;
                     match self
                         .window
-                        .admit(d.kind, d.batch, (d.min_time, d.max_time), m.origin)
+                        .admit(d.kind, batch, (d.min_time, d.max_time), m.origin)
                     {
                         Admitted::Added => add(&self.metrics.events, rows),
                         Admitted::TooLate => add(&self.metrics.late_events, rows),

@@ -5,7 +5,7 @@
 //! topic).
 //!
 //! The data flows one way: [`source`] → [`decode`] and [`sequence`] →
-//! [`window`] → [`rules`] → [`alerts`] → [`outputs`]; [`detector`] runs the
+//! [`retain`] → [`window`] → [`rules`] → [`alerts`] → [`outputs`]; [`detector`] runs the
 //! loop and commits source positions only once the alerts are durable.
 
 pub mod alerts;
@@ -14,6 +14,7 @@ pub mod decode;
 pub mod detector;
 pub mod metrics;
 pub mod outputs;
+pub mod retain;
 pub mod rules;
 pub mod sequence;
 pub mod source;

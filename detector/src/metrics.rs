@@ -24,6 +24,8 @@ pub struct Metrics {
     pub corrupt_records: AtomicU64,
     pub skipped_segments: AtomicU64,
     pub late_events: AtomicU64,
+    /// Events no rule can use (the rules' `keep` predicates), not held.
+    pub unneeded_events: AtomicU64,
     pub window_evicted_events: AtomicU64,
     pub window_overflow_events: AtomicU64,
     pub window_events: AtomicU64,
@@ -59,7 +61,12 @@ struct Scrape(Arc<Metrics>);
 impl Collector for Scrape {
     fn encode(&self, mut e: DescriptorEncoder<'_>) -> std::fmt::Result {
         let m = &self.0;
-        let counters: [(&str, &str, &AtomicU64); 18] = [
+        let counters: [(&str, &str, &AtomicU64); 19] = [
+            (
+                "vigil_detector_unneeded_events",
+                "Events no rule can use, not held in the window",
+                &m.unneeded_events,
+            ),
             (
                 "vigil_detector_messages",
                 "Messages read from the source",

@@ -82,6 +82,13 @@ impl Window {
         self.latest_ms.unwrap_or(i64::MIN / 2) - self.grace_ms - self.span_ms
     }
 
+    /// Move the clock to an event time seen, whether or not its batch is kept.
+    pub fn observe(&mut self, time_ms: i64) {
+        if time_ms >= self.cutoff() {
+            self.latest_ms = Some(self.latest_ms.map_or(time_ms, |l| l.max(time_ms)));
+        }
+    }
+
     /// Add a table batch (with its events' time range) from `origin`.
     pub fn admit(
         &mut self,

@@ -29,11 +29,13 @@ fn check_names_file_line_and_problem_of_every_broken_rule() {
         format!("{d}/07_no_examples.yaml:1: no examples"),
         format!("{d}/09_duplicate_id.yaml:1: id \"broken.severity\" is already used by {d}/08_duplicate_id.yaml"),
         format!("{d}/10_unknown_table.yaml:6: query: Error during planning: table 'datafusion.public.files' not found"),
+        format!("{d}/12_keep_unknown_table.yaml:6: keep: \"files\" is not a table"),
+        format!("{d}/13_keep_unknown_column.yaml:7: keep.file: Schema error: No field named agent."),
     ] {
         assert!(out.lines().any(|l| l.starts_with(&want)), "missing {want:?} in:\n{out}");
     }
     // the good rules among them still load
-    assert!(out.contains("2 rules OK, 9 problem(s)"), "{out}");
+    assert!(out.contains("2 rules OK, 11 problem(s)"), "{out}");
     assert!(!out.contains("Valid fields are"), "{out}");
 }
 

@@ -446,7 +446,10 @@ fn the_readme_demo_raises_alerts_from_the_real_collector() {
         },
     );
     let spool_dir = dir.path().join("collector/spool");
-    let mut d = DetectorProcess::start(&dir.path().join("detector"), &format!("[source]\nspool = {spool_dir:?}\n"));
+    let mut d = DetectorProcess::start(
+        &dir.path().join("detector"),
+        &format!("[source]\nspool = {spool_dir:?}\n"),
+    );
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let status = std::process::Command::new("bash")
         .arg("scripts/demo-agent")
@@ -456,7 +459,11 @@ fn the_readme_demo_raises_alerts_from_the_real_collector() {
         .unwrap();
     assert!(status.success());
     let start = std::time::Instant::now();
-    let want = ["cred.store_read", "exfil.read_then_new_egress", "network.agent_listen"];
+    let want = [
+        "cred.store_read",
+        "exfil.read_then_new_egress",
+        "network.agent_listen",
+    ];
     loop {
         let alerts = d.alerts();
         let ours: BTreeSet<&str> = alerts
@@ -465,10 +472,16 @@ fn the_readme_demo_raises_alerts_from_the_real_collector() {
             .map(|a| a.rule_id.as_str())
             .collect();
         if want.iter().all(|w| ours.contains(w)) {
-            let cred = alerts.iter().find(|a| a.rule_id == "cred.store_read").unwrap();
+            let cred = alerts
+                .iter()
+                .find(|a| a.rule_id == "cred.store_read")
+                .unwrap();
             assert!(cred.summary.contains("/home/.aws/credentials"), "{cred:?}");
             assert!(cred.agent_session.is_some());
-            let exfil = alerts.iter().find(|a| a.rule_id == "exfil.read_then_new_egress").unwrap();
+            let exfil = alerts
+                .iter()
+                .find(|a| a.rule_id == "exfil.read_then_new_egress")
+                .unwrap();
             assert!(exfil.summary.contains("/usr/bin/curl"), "{exfil:?}");
             assert_eq!(exfil.severity, "critical");
             break;
@@ -476,7 +489,10 @@ fn the_readme_demo_raises_alerts_from_the_real_collector() {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "alerts so far: {:?}\n--- detector log:\n{}\n--- collector log:\n{}",
-            alerts.iter().map(|a| (&a.rule_id, &a.summary)).collect::<Vec<_>>(),
+            alerts
+                .iter()
+                .map(|a| (&a.rule_id, &a.summary))
+                .collect::<Vec<_>>(),
             d.log(),
             collector.stderr()
         );

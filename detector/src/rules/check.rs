@@ -11,6 +11,7 @@ use regex::Regex;
 use super::engine::{table_batch, Engine, Tables};
 use super::examples::{batches, EXAMPLE_EPOCH_MS, EXAMPLE_HOST};
 use super::model::{load_dir, Rule, RuleError};
+use crate::retain::{compile, filter};
 
 /// The outcome of checking a directory: the rules that passed, and every error.
 pub struct Checked {
@@ -43,6 +44,18 @@ pub fn check_dir(engine: &Engine, dir: &Path) -> Result<Checked, std::io::Error>
             continue;
         }
         ids.insert(rule.id.clone(), rule.file.clone());
+        if let Some((kind, e)) = rule
+            .keep
+            .iter()
+            .find_map(|(kind, p)| compile(*kind, p).err().map(|e| (*kind, e)))
+        {
+            errors.push(RuleError {
+                file: rule.file.clone(),
+                line: rule.keep_line(kind),
+                problem: concise(&e),
+            });
+            continue;
+        }
         let sql = Engine::render(&rule, EXAMPLE_EPOCH_MS);
         if let Err(e) = engine.plan(&ctx, &sql) {
             errors.push(sql_error(&rule, &e));
@@ -83,8 +96,19 @@ pub fn sql_error(rule: &Rule, message: &str) -> RuleError {
     RuleError {
         file: rule.file.clone(),
         line: Some(line),
-        problem: format!("query: {message}").replace('\n', " "),
+        problem: format!("query: {message}"),
     }
+}
+
+/// An error on one line, without DataFusion's list of every valid field
+/// (long; its "Did you mean" suggestion stays).
+fn concise(message: &str) -> String {
+    message
+        .split("Valid fields are")
+        .next()
+        .unwrap_or(message)
+        .trim_end()
+        .replace('\n', " ")
 }
 
 /// What one example did.
@@ -102,8 +126,9 @@ impl ExampleOutcome {
     }
 }
 
-/// Run each example of a rule on its own: its events are the whole window,
-/// and the rule is evaluated at the time of the last one.
+/// Run each example of a rule on its own: its events (those its `keep`
+/// retains) are the whole window, and the rule is evaluated at the time of
+/// the last one.
 pub fn run_examples(engine: &Engine, rule: &Rule) -> Vec<ExampleOutcome> {
     rule.examples
         .iter()
@@ -133,9 +158,16 @@ fn example_findings(
         if let Some(max) = max_time(&batch) {
             now = now.max(max);
         }
-        tables
-            .by_kind
-            .push((kind, vec![table_batch(kind, &batch, 1)?]));
+        let mut batch = table_batch(kind, &batch, 1)?;
+        // the rule's own `keep` applies, as in the window: a predicate that
+        // drops rows the query needs makes the examples fail
+        if let Some((_, p)) = rule.keep.iter().find(|(k, _)| *k == kind) {
+            match filter(&compile(kind, p)?, batch)? {
+                Some(kept) => batch = kept,
+                None => continue,
+            }
+        }
+        tables.by_kind.push((kind, vec![batch]));
     }
     let ctx = engine.context(&tables)?;
     Ok(engine.run(&ctx, &Engine::render(rule, now))?.len())

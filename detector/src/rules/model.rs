@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use vigil_schema::EventKind;
 
 /// How bad a finding is, in the order an analyst triages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -92,6 +93,10 @@ struct RuleFile {
     #[serde(default)]
     params: BTreeMap<String, Param>,
     query: String,
+    /// Per table, the rows this rule can use at all (a SQL predicate): the
+    /// window keeps a row only if some rule reading its table wants it.
+    #[serde(default)]
+    keep: BTreeMap<String, String>,
     #[serde(default)]
     examples: Vec<Example>,
     #[serde(default = "default_enabled")]
@@ -119,6 +124,8 @@ pub struct Rule {
     pub suppress: Duration,
     pub params: BTreeMap<String, Param>,
     pub query: String,
+    /// Per kind, the predicate (parameters rendered) of rows this rule uses.
+    pub keep: Vec<(EventKind, String)>,
     pub examples: Vec<Example>,
     pub enabled: bool,
     pub file: PathBuf,
@@ -277,6 +284,27 @@ pub fn parse(text: &str, file: &Path) -> Result<Rule, Vec<RuleError>> {
             ));
         }
     }
+    let mut keep = Vec::new();
+    for (table, predicate) in &raw.keep {
+        let Some(kind) = EventKind::from_name(table) else {
+            errors.push(err(
+                line_of("keep"),
+                format!(
+                    "keep: {table:?} is not a table (process, file, network, collector, quantum_job)"
+                ),
+            ));
+            continue;
+        };
+        for (_, name) in placeholders(predicate) {
+            if !raw.params.contains_key(&name) {
+                errors.push(err(
+                    line_of("keep"),
+                    format!("keep.{table} uses ${{{name}}}, which is not in params (built-ins are for the query only)"),
+                ));
+            }
+        }
+        keep.push((kind, predicate.clone()));
+    }
     if raw.examples.is_empty() {
         errors.push(err(
             line_of("examples").or(line_of("id")),
@@ -300,7 +328,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Rule, Vec<RuleError>> {
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(Rule {
+    let mut rule = Rule {
         id: raw.id,
         title: raw.title,
         description: raw.description,
@@ -311,19 +339,30 @@ pub fn parse(text: &str, file: &Path) -> Result<Rule, Vec<RuleError>> {
         suppress,
         params: raw.params,
         query: raw.query,
+        keep: Vec::new(),
         examples: raw.examples,
         enabled: raw.enabled,
         file: file.to_path_buf(),
         query_line,
-    })
+    };
+    rule.keep = keep
+        .into_iter()
+        .map(|(kind, p)| (kind, rule.render_text(&p, &[])))
+        .collect();
+    Ok(rule)
 }
 
 impl Rule {
     /// The query with `${name}` replaced by parameter literals, and the
     /// built-ins by `builtins`.
     pub fn render(&self, builtins: &[(&str, String)]) -> String {
-        let mut out = String::with_capacity(self.query.len() + 64);
-        let mut rest = self.query.as_str();
+        self.render_text(&self.query, builtins)
+    }
+
+    /// Any text of the rule with its `${name}` placeholders filled in.
+    fn render_text(&self, text: &str, builtins: &[(&str, String)]) -> String {
+        let mut out = String::with_capacity(text.len() + 64);
+        let mut rest = text;
         while let Some(start) = rest.find("${") {
             let Some(len) = rest[start..].find('}') else {
                 break;
@@ -341,6 +380,40 @@ impl Rule {
         }
         out.push_str(rest);
         out
+    }
+
+    /// The tables the query reads (by name, as a word of the query).
+    pub fn reads(&self) -> Vec<EventKind> {
+        let mut reads: Vec<EventKind> = EventKind::ALL
+            .into_iter()
+            .filter(|k| {
+                let name = k.as_str();
+                self.query.match_indices(name).any(|(i, _)| {
+                    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+                    let before = self.query[..i].chars().next_back().is_none_or(|c| !word(c));
+                    let after = self.query[i + name.len()..]
+                        .chars()
+                        .next()
+                        .is_none_or(|c| !word(c));
+                    before && after
+                })
+            })
+            .collect();
+        reads.sort();
+        reads
+    }
+
+    /// The line of a table's predicate under `keep`, for errors in it.
+    pub fn keep_line(&self, kind: EventKind) -> Option<usize> {
+        let text = std::fs::read_to_string(&self.file).ok()?;
+        let keep = key_line(&text, "keep")?;
+        let entry = format!("{}:", kind.as_str());
+        let below = text
+            .lines()
+            .skip(keep)
+            .take_while(|l| l.starts_with(' '))
+            .position(|l| l.trim_start().starts_with(&entry));
+        Some(below.map_or(keep, |i| keep + i + 1))
     }
 
     /// The file line of a line within the query text (1-based).
