@@ -347,6 +347,11 @@ impl Detector {
         );
     }
 
+    /// Rules enabled.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
     pub fn window(&self) -> &Window {
         &self.window
     }

@@ -9,6 +9,7 @@
 //! loop and commits source positions only once the alerts are durable.
 
 pub mod alerts;
+pub mod bench;
 pub mod config;
 pub mod decode;
 pub mod detector;

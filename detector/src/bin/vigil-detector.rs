@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
 use vigil_detector::config::DetectorConfig;
 use vigil_detector::detector::Detector;
@@ -35,6 +35,37 @@ struct Args {
     /// Print each alert as it is raised (one line per alert version) on stdout.
     #[arg(long)]
     print: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Benchmarks (scripts/bench-detector): synthetic collector batches into
+    /// the config's spool directory, the full rule pack; prints JSON.
+    Bench {
+        #[command(subcommand)]
+        what: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Write N events into the spool, then time the detector through them.
+    Throughput {
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        /// Keep every event in the window (ignore the rules' keep predicates).
+        #[arg(long)]
+        keep_all: bool,
+    },
+    /// Append at a fixed rate while the detector runs; alert latency.
+    Latency {
+        #[arg(long, default_value_t = 100_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
+    },
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -61,6 +92,18 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let config = DetectorConfig::load(&args.config).map_err(anyhow::Error::msg)?;
+    if let Some(Command::Bench { what }) = args.command {
+        let report = match what {
+            Bench::Throughput { events, keep_all } => serde_json::to_string(
+                &vigil_detector::bench::throughput(&config, events, keep_all)?,
+            )?,
+            Bench::Latency { rate, secs } => {
+                serde_json::to_string(&vigil_detector::bench::latency(&config, rate, secs)?)?
+            }
+        };
+        println!("{report}");
+        return Ok(());
+    }
     let engine = Engine::new();
     let checked = check_dir(&engine, &config.rules)
         .with_context(|| format!("rules {}", config.rules.display()))?;
