@@ -121,7 +121,7 @@ impl HostGen {
             let ctx = &self.contexts[(n as usize * 7) % PROCESSES];
             let r = n % 100;
             let (kind, activity) = match r {
-                0..55 => (EventKind::File, if r % 2 == 0 { "open" } else { "close" }),
+                0..55 => (EventKind::File, if r.is_multiple_of(2) { "open" } else { "close" }),
                 55..80 => (
                     EventKind::Network,
                     ["connect", "traffic", "close"][r as usize % 3],
@@ -146,7 +146,7 @@ impl HostGen {
                         path: format!("/home/ana/work/data/{}.csv", n % 5000),
                         fd: Some(5),
                         flags_names: Some(
-                            if r % 4 == 0 {
+                            if r.is_multiple_of(4) {
                                 "O_WRONLY|O_CREAT"
                             } else {
                                 "O_RDONLY"
@@ -446,7 +446,7 @@ pub fn latency(config: &DetectorConfig, rate: u64, secs: u64) -> anyhow::Result<
                 let now = crate::wall_ms();
                 for (i, h) in hosts.iter_mut().enumerate() {
                     // every 500 ms one host's agent reads a new credential file
-                    let cred = ticks % 5 == 0 && i == (ticks / 5) as usize % HOSTS;
+                    let cred = ticks.is_multiple_of(5) && i == (ticks / 5) as usize % HOSTS;
                     for (kind, n, payload) in h.batches(per_tick, now - 100, now, cred) {
                         w.append(kind, Encoding::Arrow, n, &payload)?;
                         written.fetch_add(u64::from(n), Ordering::Relaxed);
