@@ -229,10 +229,18 @@ impl Source for KafkaSource {
     fn commit(&mut self, oldest: &BTreeMap<Stream, Origin>) -> Result<(), SourceError> {
         let mut tpl = TopicPartitionList::new();
         let mut now = BTreeMap::new();
+        // after a rebalance only the partitions still ours may be committed
+        let assigned = self
+            .consumer
+            .assignment()
+            .map_err(|e| SourceError::Kafka(format!("assignment: {e}")))?;
         for (stream, next) in &self.next {
             let Stream::Kafka { topic, partition } = stream else {
                 continue;
             };
+            if assigned.find_partition(topic, *partition).is_none() {
+                continue;
+            }
             let at = match oldest.get(stream) {
                 Some(Origin::Kafka { offset, .. }) => *offset,
                 _ => *next,
