@@ -121,7 +121,10 @@ impl HostGen {
             let ctx = &self.contexts[(n as usize * 7) % PROCESSES];
             let r = n % 100;
             let (kind, activity) = match r {
-                0..55 => (EventKind::File, if r.is_multiple_of(2) { "open" } else { "close" }),
+                0..55 => (
+                    EventKind::File,
+                    if r.is_multiple_of(2) { "open" } else { "close" },
+                ),
                 55..80 => (
                     EventKind::Network,
                     ["connect", "traffic", "close"][r as usize % 3],

@@ -77,3 +77,70 @@ fn a_failing_example_fails_the_test_command() {
         "{out}"
     );
 }
+
+#[test]
+fn alerts_lists_the_latest_version_of_each_alert_and_answers_sql() {
+    use vigil_detector::alerts::store::AlertStore;
+    use vigil_detector::alerts::Alert;
+    let dir = tempfile::tempdir().unwrap();
+    let alert = |id: &str, count: u64, detected_at: i64| Alert {
+        id: id.into(),
+        time: 1_767_225_600_000,
+        last_time: 1_767_225_600_000,
+        detected_at,
+        rule_id: "cred.store_read".into(),
+        rule_title: "t".into(),
+        severity: "high".into(),
+        host_id: "h".into(),
+        agent_id: Some("a".into()),
+        agent_session: None,
+        group_key: "h/a".into(),
+        window_start: 1_767_225_600_000,
+        summary: format!("summary of {id}"),
+        attack: vec!["T1552.001".into()],
+        tags: vec![],
+        count,
+        evidence: "{}".into(),
+        event_refs: vec![],
+        merged_ids: vec![],
+    };
+    let mut store = AlertStore::open(dir.path()).unwrap();
+    store
+        .write(&[alert("one", 1, 1), alert("two", 1, 1)], 1)
+        .unwrap();
+    store.write(&[alert("one", 4, 2)], 2).unwrap();
+    let data = dir.path().to_str().unwrap();
+    let (code, out) = vigil(&["alerts", "--data-dir", data, "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert_eq!(rows.iter().find(|r| r["id"] == "one").unwrap()["count"], 4);
+    let (code, out) = vigil(&["alerts", "--data-dir", data]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("2026-01-01T00:00:00.000Z high") && out.contains("2 alert(s)"),
+        "{out}"
+    );
+    let (code, out) = vigil(&[
+        "alerts",
+        "--data-dir",
+        data,
+        "--json",
+        "--sql",
+        "SELECT id, count, day FROM alerts ORDER BY id",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            r#"{"id":"one","count":4,"day":"2026-01-01"}"#,
+            r#"{"id":"two","count":1,"day":"2026-01-01"}"#
+        ]
+    );
+    let (code, out) = vigil(&["alerts", "--data-dir", data, "--sql", "SELEC 1"]);
+    assert_eq!(code, 2);
+    assert!(out.contains("Expected: an SQL statement"), "{out}");
+}

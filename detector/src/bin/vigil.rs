@@ -44,6 +44,10 @@ enum Command {
         /// Only this rule's alerts.
         #[arg(long)]
         rule: Option<String>,
+        /// Run a SQL query instead (DataFusion): table `alerts` holds the
+        /// latest version of each alert, `alert_versions` every stored row.
+        #[arg(long, conflicts_with = "rule")]
+        sql: Option<String>,
     },
 }
 
@@ -67,7 +71,14 @@ fn main() -> ExitCode {
         Command::Alerts {
             data_dir,
             json,
+            sql: Some(sql),
+            ..
+        } => alerts_sql(&data_dir, &sql, json),
+        Command::Alerts {
+            data_dir,
+            json,
             rule,
+            ..
         } => alerts(&data_dir, json, rule.as_deref()),
     };
     match result {
@@ -171,6 +182,48 @@ fn alerts(data_dir: &std::path::Path, json: bool, rule: Option<&str>) -> anyhow:
     }
     writeln!(out, "{} alert(s)", alerts.len())?;
     Ok(true)
+}
+
+/// `vigil alerts --sql`: the Parquet store as tables, the query's result as
+/// a table (or JSON lines).
+fn alerts_sql(data_dir: &std::path::Path, sql: &str, json: bool) -> anyhow::Result<bool> {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::prelude::{ParquetReadOptions, SessionContext};
+    let dir = if data_dir.join("alerts").is_dir() {
+        data_dir.join("alerts")
+    } else {
+        data_dir.to_path_buf()
+    };
+    anyhow::ensure!(dir.is_dir(), "{}: no alert store here", dir.display());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let ctx = SessionContext::new();
+        let options = ParquetReadOptions::default()
+            .file_extension(".parquet")
+            .table_partition_cols(vec![("day".to_string(), DataType::Utf8)]);
+        ctx.register_parquet("alert_versions", dir.to_string_lossy().as_ref(), options)
+            .await?;
+        ctx.sql(
+            "CREATE VIEW alerts AS SELECT * EXCEPT (version_rank) FROM (SELECT *, row_number() OVER \
+             (PARTITION BY id ORDER BY count DESC, detected_at DESC) AS version_rank FROM alert_versions) \
+             WHERE version_rank = 1",
+        )
+        .await?;
+        let batches = ctx.sql(sql).await?.collect().await?;
+        if json {
+            let mut out = std::io::stdout().lock();
+            let mut w = datafusion::arrow::json::LineDelimitedWriter::new(&mut out);
+            for b in &batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+        } else {
+            println!("{}", datafusion::arrow::util::pretty::pretty_format_batches(&batches)?);
+        }
+        anyhow::Ok(true)
+    })
 }
 
 fn format_time(ms: i64) -> String {
