@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::{Alert, MAX_EVENT_REFS, MAX_MERGED_IDS};
+use super::{alert_id, Alert, MAX_EVENT_REFS, MAX_MERGED_IDS};
 use crate::rules::engine::Finding;
 use crate::rules::model::Rule;
 
@@ -49,10 +49,13 @@ impl Suppressor {
     /// Take one finding: a new alert, a merge into an open one, or nothing
     /// (already known).
     pub fn offer(&mut self, rule: &Rule, finding: &Finding, now_wall_ms: i64) {
-        let candidate = Alert::raise(rule, finding, now_wall_ms);
-        if self.known.contains_key(&candidate.id) {
+        // rules find the same findings every evaluation: check the id before
+        // building the alert (evidence JSON, copies of every field)
+        let id = alert_id(&rule.id, &finding.group_key, finding.window_start_ms);
+        if self.known.contains_key(&id) {
             return;
         }
+        let candidate = Alert::raise(rule, finding, now_wall_ms);
         self.known.insert(candidate.id.clone(), candidate.time);
         let key = (rule.id.clone(), finding.group_key.clone());
         let period = rule.suppress.as_millis() as i64;
