@@ -6,7 +6,8 @@
 //! 64 processes with full contexts, of which 8 belong to a desktop agent;
 //! per 100 events 55 file, 25 network, 15 process, and some quantum jobs
 //! and heartbeats. They are encoded as the collector encodes them (Arrow
-//! IPC, lz4, one batch per host and kind) and written into a spool; the real
+//! IPC with zstd buffers, the collector's default; one batch per host and
+//! kind) and written into a spool; the real
 //! spool source, decoder, window, rules and Parquet store read them.
 //!
 //! - throughput: N events written first, then timed through the detector;
@@ -240,7 +241,7 @@ impl HostGen {
             let kind = EventKind::ALL[i];
             let events = b.len() as u32;
             self.seq[i] += 1;
-            let payload = ipc::encode(&b.finish(), &self.host, self.seq[i], Compression::Lz4)
+            let payload = ipc::encode(&b.finish(), &self.host, self.seq[i], Compression::Zstd)
                 .expect("encode");
             out.push((kind, events, payload));
         }
@@ -323,6 +324,8 @@ pub struct Throughput {
     pub unneeded_events: u64,
     pub alerts: u64,
     pub evaluations: u64,
+    /// CPU spent evaluating rules (of cpu_secs).
+    pub evaluation_secs: f64,
     pub peak_rss_mib: f64,
 }
 
@@ -383,6 +386,7 @@ pub fn throughput(
         unneeded_events: get(&metrics.unneeded_events),
         alerts: get(&metrics.alerts_written),
         evaluations: get(&metrics.evaluations),
+        evaluation_secs: get(&metrics.evaluation_ns) as f64 / 1e9,
         peak_rss_mib: peak_rss_mib(),
     })
 }

@@ -3,7 +3,6 @@
 //! with new data) run the rules, store and publish the alerts, and only
 //! then commit the source.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,11 +18,11 @@ use crate::decode::decode;
 use crate::metrics::{add, set, Metrics};
 use crate::outputs::kafka::AlertPublisher;
 use crate::retain::Retention;
-use crate::rules::engine::{Engine, Tables};
+use crate::rules::engine::{ColumnsRead, Engine, Prepared};
 use crate::rules::model::Rule;
 use crate::sequence::{Seen, Sequences};
 use crate::source::{Polled, Source, SourceError};
-use crate::window::{Admitted, Window};
+use crate::window::Window;
 
 /// Messages taken per poll.
 const POLL_MAX: usize = 256;
@@ -33,9 +32,11 @@ const POLL_WAIT: Duration = Duration::from_millis(100);
 /// A rule as the loop runs it.
 struct Scheduled {
     rule: Rule,
-    /// The tables its query reads; it runs again only when one changed
-    /// (or always, when it uses `${now}`).
-    reads: Vec<EventKind>,
+    prepared: Prepared,
+    /// The tables its query reads and the keeper holding its rows of each;
+    /// it runs again only when one of them took rows (or always, when it
+    /// uses `${now}`).
+    inputs: Vec<(EventKind, usize)>,
     uses_now: bool,
     seen: Vec<u64>,
     last_error: Option<String>,
@@ -49,6 +50,8 @@ pub enum DetectorError {
     Store(#[from] store::StoreError),
     #[error("window retention: {0}")]
     Retention(String),
+    #[error("rule {rule}: {error}")]
+    Prepare { rule: String, error: String },
 }
 
 pub struct Detector {
@@ -95,34 +98,53 @@ impl Detector {
                 .map(|r| r.suppress.as_millis() as i64)
         });
         let rules: Vec<Rule> = rules.into_iter().filter(|r| r.enabled).collect();
-        let retention = Retention::for_rules(&rules).map_err(DetectorError::Retention)?;
-        for (kind, predicate) in &retention.described {
-            info!(table = kind.as_str(), %predicate, "the window keeps only rows matching");
+        let engine = Engine::new();
+        let prepared = rules
+            .iter()
+            .map(|rule| {
+                engine
+                    .prepare(rule)
+                    .map_err(|error| DetectorError::Prepare {
+                        rule: rule.id.clone(),
+                        error,
+                    })
+            })
+            .collect::<Result<Vec<Prepared>, DetectorError>>()?;
+        let columns: Vec<ColumnsRead> = prepared.iter().map(|p| p.columns.clone()).collect();
+        let retention =
+            Retention::for_rules(&rules, Some(&columns)).map_err(DetectorError::Retention)?;
+        for (kind, predicate) in retention.described() {
+            info!(table = kind.as_str(), %predicate, "the window keeps rows matching");
         }
         let rules = rules
             .into_iter()
-            .map(|rule| {
-                let reads = rule.reads();
-                Scheduled {
-                    uses_now: rule.query.contains("${now}"),
-                    seen: vec![0; reads.len()],
-                    reads,
-                    rule,
-                    last_error: None,
-                }
+            .zip(prepared)
+            .zip(retention.inputs.iter())
+            .map(|((rule, prepared), inputs)| Scheduled {
+                uses_now: rule.query.contains("${now}"),
+                seen: vec![0; inputs.len()],
+                inputs: inputs.clone(),
+                prepared,
+                rule,
+                last_error: None,
             })
             .collect();
         let w = &config.window;
         Ok(Detector {
             source,
             window: Window::new(
+                &retention
+                    .keepers
+                    .iter()
+                    .map(|k| (k.kind, k.lookback_ms))
+                    .collect::<Vec<_>>(),
                 w.span_secs as i64 * 1000,
                 w.grace_secs as i64 * 1000,
                 w.max_bytes as usize,
             ),
             retention,
             rules,
-            engine: Engine::new(),
+            engine,
             suppressor,
             store,
             publisher,
@@ -186,26 +208,27 @@ impl Detector {
                     let rows = d.batch.num_rows() as u64;
                     // the clock moves with every event, kept or not
                     self.window.observe(d.max_time);
-                    let batch = match self.retention.apply(d.kind, d.batch) {
-                        Ok(Some(b)) => b,
-                        Ok(None) => {
-                            add(&self.metrics.unneeded_events, rows);
-                            continue;
-                        }
+                    if self.window.too_late(d.max_time) {
+                        self.window.counters.late_rows += rows;
+                        add(&self.metrics.late_events, rows);
+                        continue;
+                    }
+                    let split = self
+                        .retention
+                        .split(d.kind, &d.batch)
                         // a compiled predicate over the kind's own schema: a bug, not bad input
-                        Err(e) => return Err(DetectorError::Retention(e)),
-                    };
-                    add(
-                        &self.metrics.unneeded_events,
-                        rows - batch.num_rows() as u64,
-                    );
-                    let rows = batch.num_rows() as u64;
-                    match self
-                        .window
-                        .admit(d.kind, batch, (d.min_time, d.max_time), m.origin)
-                    {
-                        Admitted::Added => add(&self.metrics.events, rows),
-                        Admitted::TooLate => add(&self.metrics.late_events, rows),
+                        .map_err(DetectorError::Retention)?;
+                    for (keeper, e) in &split.errors {
+                        add(&self.metrics.rule_errors, 1);
+                        let predicate = self.retention.keepers[*keeper].predicate.as_deref();
+                        warn!(table = d.kind.as_str(), ?predicate, error = %e, "a keep predicate failed; the batch is kept whole");
+                    }
+                    add(&self.metrics.unneeded_events, rows - split.rows_kept as u64);
+                    add(&self.metrics.events, split.rows_kept as u64);
+                    for (keeper, batch) in split.kept {
+                        self.window
+                            .admit(keeper, batch, (d.min_time, d.max_time), m.origin.clone())
+                            .map_err(DetectorError::Retention)?;
                     }
                 }
                 Polled::Corrupt { at, reason } => {
@@ -230,28 +253,24 @@ impl Detector {
         self.window.evict();
         let wall = crate::wall_ms();
         if let Some(now) = self.window.now() {
-            let mut contexts: BTreeMap<i64, Option<datafusion::prelude::SessionContext>> =
-                BTreeMap::new();
             for s in &mut self.rules {
-                let gens: Vec<u64> = s.reads.iter().map(|k| self.window.generation(*k)).collect();
+                let gens: Vec<u64> = s
+                    .inputs
+                    .iter()
+                    .map(|(_, keeper)| self.window.generation(*keeper))
+                    .collect();
                 if !s.uses_now && gens == s.seen {
                     continue;
                 }
                 s.seen = gens;
                 let since = self.window.since(s.rule.lookback.as_millis() as i64);
-                let ctx = contexts.entry(since).or_insert_with(|| {
-                    let tables: Tables = self.window.tables(since);
-                    match self.engine.context(&tables) {
-                        Ok(c) => Some(c),
-                        Err(e) => {
-                            error!(error = %e, "cannot register the window's tables");
-                            None
-                        }
-                    }
-                });
-                let Some(ctx) = ctx else { continue };
+                let tables = s
+                    .inputs
+                    .iter()
+                    .map(|(kind, keeper)| (*kind, self.window.batches(*keeper, since)))
+                    .collect();
                 add(&self.metrics.evaluations, 1);
-                match self.engine.run(ctx, &Engine::render(&s.rule, now)) {
+                match self.engine.run_prepared(&s.prepared, &s.rule, tables, now) {
                     Ok(mut findings) => {
                         s.last_error = None;
                         add(&self.metrics.findings, findings.len() as u64);

@@ -10,6 +10,7 @@
 
 pub mod alerts;
 pub mod bench;
+pub mod columns;
 pub mod config;
 pub mod decode;
 pub mod detector;

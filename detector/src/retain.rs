@@ -6,29 +6,51 @@
 //! browsers) so never reaches the window when the rules are about agents.
 //! Predicates are compiled once into DataFusion physical expressions.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::{Array, BooleanArray, RecordBatch};
 use datafusion::common::DFSchema;
+use datafusion::optimizer::simplify_expressions::{ExprSimplifier, SimplifyContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use vigil_schema::EventKind;
 
-use crate::rules::engine::table_schema;
+use crate::columns::compact;
+use crate::rules::engine::{table_schema, ColumnsRead};
 use crate::rules::model::Rule;
 
-#[derive(Clone)]
-pub enum Keep {
-    All,
-    Nothing,
-    Where(Arc<dyn PhysicalExpr>),
+/// One distinct `keep` of one table: the rows one or more rules use. Rules
+/// with the same predicate share a keeper (and so the window's rows).
+pub struct Keeper {
+    pub kind: EventKind,
+    /// The predicate as written (after `${param}` substitution); `None`
+    /// keeps every row (a reader that says nothing).
+    pub predicate: Option<String>,
+    expr: Option<Arc<dyn PhysicalExpr>>,
+    /// The longest lookback of the rules it serves.
+    pub lookback_ms: i64,
+    /// The columns its rules read (`None`: every column).
+    pub needed: Option<Vec<bool>>,
 }
 
+/// Per table, the keepers its readers need, and for each rule which keeper
+/// holds its rows of each table it reads.
 pub struct Retention {
-    keeps: BTreeMap<EventKind, Keep>,
-    /// The predicate text of each filtered kind, for the log.
-    pub described: Vec<(EventKind, String)>,
+    pub keepers: Vec<Keeper>,
+    /// Per rule (in the order given), (table, keeper index) for each table
+    /// it reads.
+    pub inputs: Vec<Vec<(EventKind, usize)>>,
+}
+
+/// The rows of one batch that the window keeps, per keeper.
+pub struct Split {
+    /// (keeper index, its rows), keepers without rows left out.
+    pub kept: Vec<(usize, RecordBatch)>,
+    /// Rows that at least one keeper kept.
+    pub rows_kept: usize,
+    /// Keepers whose predicate failed on this batch (they kept every row:
+    /// better too much than an alert lost).
+    pub errors: Vec<(usize, String)>,
 }
 
 /// Compile a predicate over a kind's table.
@@ -39,71 +61,156 @@ pub fn compile(kind: EventKind, predicate: &str) -> Result<Arc<dyn PhysicalExpr>
     let expr = ctx
         .parse_sql_expr(predicate, &schema)
         .map_err(|e| format!("keep.{}: {e}", kind.as_str()))?;
+    // as the query planner does: some functions (coalesce) exist only
+    // before simplification
+    let simplify = SimplifyContext::builder()
+        .with_schema(Arc::new(schema.clone()))
+        .build();
+    let expr = ExprSimplifier::new(simplify)
+        .simplify(expr)
+        .map_err(|e| format!("keep.{}: {e}", kind.as_str()))?;
     ctx.create_physical_expr(expr, &schema)
         .map_err(|e| format!("keep.{}: {e}", kind.as_str()))
 }
 
 impl Retention {
-    /// Everything, for every kind.
-    pub fn all() -> Retention {
-        Retention {
-            keeps: EventKind::ALL.iter().map(|k| (*k, Keep::All)).collect(),
-            described: Vec::new(),
-        }
-    }
-
-    /// The retention the given rules need.
-    pub fn for_rules<'a>(
-        rules: impl IntoIterator<Item = &'a Rule> + Clone,
-    ) -> Result<Retention, String> {
-        let mut keeps = BTreeMap::new();
-        let mut described = Vec::new();
-        for kind in EventKind::ALL {
-            let readers: Vec<&Rule> = rules
-                .clone()
-                .into_iter()
-                .filter(|r| r.reads().contains(&kind))
-                .collect();
-            let predicates: Option<Vec<&str>> = readers
-                .iter()
-                .map(|r| {
-                    r.keep
+    /// The retention the given rules need; `columns`, per rule, the
+    /// columns it reads of each table (see `Prepared::columns`), or `None`
+    /// to hold every column.
+    pub fn for_rules(rules: &[Rule], columns: Option<&[ColumnsRead]>) -> Result<Retention, String> {
+        let mut keepers: Vec<Keeper> = Vec::new();
+        let mut inputs = Vec::with_capacity(rules.len());
+        for (r, rule) in rules.iter().enumerate() {
+            let mut reads = Vec::new();
+            for kind in rule.reads() {
+                let width = table_schema(kind).fields().len();
+                let needed: Option<Vec<bool>> = columns.map(|columns| {
+                    let read = columns[r]
                         .iter()
                         .find(|(k, _)| *k == kind)
-                        .map(|(_, p)| p.as_str())
-                })
-                .collect();
-            let keep = match predicates {
-                _ if readers.is_empty() => Keep::Nothing,
-                None => Keep::All,
-                Some(ps) => {
-                    let text = ps
-                        .iter()
-                        .map(|p| format!("({p})"))
-                        .collect::<Vec<_>>()
-                        .join(" OR ");
-                    let expr = compile(kind, &text)?;
-                    described.push((kind, text));
-                    Keep::Where(expr)
-                }
-            };
-            keeps.insert(kind, keep);
+                        .map_or(&[][..], |(_, c)| c.as_slice());
+                    (0..width).map(|i| read.contains(&i)).collect()
+                });
+                let predicate = rule
+                    .keep
+                    .iter()
+                    .find(|(k, _)| *k == kind)
+                    .map(|(_, p)| p.trim().to_string());
+                let lookback_ms = rule.lookback.as_millis() as i64;
+                let at = match keepers
+                    .iter()
+                    .position(|k| k.kind == kind && k.predicate == predicate)
+                {
+                    Some(at) => {
+                        let k = &mut keepers[at];
+                        k.lookback_ms = k.lookback_ms.max(lookback_ms);
+                        k.needed = match (k.needed.take(), needed) {
+                            (Some(a), Some(b)) => {
+                                Some(a.iter().zip(&b).map(|(x, y)| *x || *y).collect())
+                            }
+                            _ => None,
+                        };
+                        at
+                    }
+                    None => {
+                        let expr = predicate
+                            .as_deref()
+                            .map(|p| compile(kind, p))
+                            .transpose()
+                            .map_err(|e| format!("{}: {e}", rule.id))?;
+                        keepers.push(Keeper {
+                            kind,
+                            predicate,
+                            expr,
+                            lookback_ms,
+                            needed,
+                        });
+                        keepers.len() - 1
+                    }
+                };
+                reads.push((kind, at));
+            }
+            inputs.push(reads);
         }
-        Ok(Retention { keeps, described })
+        Ok(Retention { keepers, inputs })
     }
 
-    /// The rows of `batch` to keep; `None` when there are none.
-    pub fn apply(
-        &self,
-        kind: EventKind,
-        batch: RecordBatch,
-    ) -> Result<Option<RecordBatch>, String> {
-        match self.keeps.get(&kind).unwrap_or(&Keep::All) {
-            Keep::All => Ok(Some(batch)),
-            Keep::Nothing => Ok(None),
-            Keep::Where(expr) => filter(expr, batch),
+    /// Split a table batch among the keepers of its kind.
+    pub fn split(&self, kind: EventKind, batch: &RecordBatch) -> Result<Split, String> {
+        let mut kept = Vec::new();
+        let mut errors = Vec::new();
+        let mut union: Option<BooleanArray> = None;
+        let rows = batch.num_rows();
+        for (i, keeper) in self.keepers.iter().enumerate() {
+            if keeper.kind != kind {
+                continue;
+            }
+            let needed = keeper.needed.as_deref();
+            let Some(expr) = &keeper.expr else {
+                if rows > 0 {
+                    kept.push((i, compact(kind, batch, needed)));
+                }
+                union = Some(BooleanArray::from(vec![true; rows]));
+                continue;
+            };
+            let mask = mask(expr, batch).unwrap_or_else(|e| {
+                errors.push((i, e));
+                BooleanArray::from(vec![true; rows])
+            });
+            union = Some(match union {
+                None => mask.clone(),
+                Some(u) => datafusion::arrow::compute::or(&u, &mask).map_err(|e| e.to_string())?,
+            });
+            if let Some(b) = apply(batch, &mask)? {
+                kept.push((i, compact(kind, &b, needed)));
+            }
         }
+        let rows_kept = union.map_or(0, |u| u.true_count());
+        Ok(Split {
+            kept,
+            rows_kept,
+            errors,
+        })
     }
+
+    /// The keepers' predicates, for the log.
+    pub fn described(&self) -> impl Iterator<Item = (EventKind, &str)> {
+        self.keepers
+            .iter()
+            .map(|k| (k.kind, k.predicate.as_deref().unwrap_or("(every row)")))
+    }
+}
+
+/// Where `expr` is true (null counts as false).
+fn mask(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<BooleanArray, String> {
+    let mask = expr
+        .evaluate(batch)
+        .and_then(|v| v.into_array(batch.num_rows()))
+        .map_err(|e| e.to_string())?;
+    let mask = mask
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .ok_or("a keep predicate is not boolean")?;
+    // nulls as false, so that OR and true_count agree with the filter
+    Ok(if mask.null_count() > 0 {
+        datafusion::arrow::compute::prep_null_mask_filter(mask)
+    } else {
+        mask.clone()
+    })
+}
+
+/// The rows where `mask` is true; `None` when there are none.
+fn apply(batch: &RecordBatch, mask: &BooleanArray) -> Result<Option<RecordBatch>, String> {
+    let kept = mask.true_count();
+    if kept == 0 {
+        return Ok(None);
+    }
+    if kept == batch.num_rows() {
+        return Ok(Some(batch.clone()));
+    }
+    datafusion::arrow::compute::filter_record_batch(batch, mask)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 /// The rows of `batch` for which `expr` is true (null counts as false).
@@ -111,24 +218,7 @@ pub fn filter(
     expr: &Arc<dyn PhysicalExpr>,
     batch: RecordBatch,
 ) -> Result<Option<RecordBatch>, String> {
-    let mask = expr
-        .evaluate(&batch)
-        .and_then(|v| v.into_array(batch.num_rows()))
-        .map_err(|e| e.to_string())?;
-    let mask = mask
-        .as_any()
-        .downcast_ref::<BooleanArray>()
-        .ok_or("a keep predicate is not boolean")?;
-    let kept = mask.true_count();
-    if kept == 0 {
-        return Ok(None);
-    }
-    if kept == batch.num_rows() && mask.null_count() == 0 {
-        return Ok(Some(batch));
-    }
-    datafusion::arrow::compute::filter_record_batch(&batch, mask)
-        .map(Some)
-        .map_err(|e| e.to_string())
+    apply(&batch, &mask(expr, &batch)?)
 }
 
 #[cfg(test)]
@@ -140,44 +230,89 @@ mod tests {
     use vigil_schema::{Event, FileActivity, Process};
 
     #[test]
-    fn builtin_rules_keep_agent_file_rows_only() {
+    fn builtin_rules_keep_only_the_file_rows_they_use() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
-        let rules: Vec<Rule> = load_dir(&dir)
+        let mut rules: Vec<Rule> = load_dir(&dir)
             .unwrap()
             .into_iter()
             .map(Result::unwrap)
             .collect();
-        let retention = Retention::for_rules(&rules).unwrap();
+        let mut twin = rules
+            .iter()
+            .find(|r| r.id == "cred.store_read")
+            .unwrap()
+            .clone();
+        twin.id = "cred.store_read.twin".into();
+        rules.push(twin);
+        let retention = Retention::for_rules(&rules, None).unwrap();
+        let keeper_of = |rule: &str| {
+            let i = rules.iter().position(|r| r.id == rule).unwrap();
+            retention.inputs[i]
+                .iter()
+                .find(|(k, _)| *k == EventKind::File)
+                .map(|(_, keeper)| *keeper)
+                .unwrap()
+        };
         let mut b = EventBatchBuilder::new(EventKind::File);
-        for (i, agent) in [None, Some("a"), None, Some("b")].into_iter().enumerate() {
+        let events = [
+            (None, "/home/ana/.aws/credentials"),
+            (Some("a"), "/home/ana/.aws/credentials"),
+            (None, "/tmp/x"),
+            (Some("b"), "/home/ana/src/main.rs"),
+        ];
+        for (i, (agent, path)) in events.into_iter().enumerate() {
             let mut e = Event::new(EventKind::File, 1001, 14, "open", i as i64, 0, "h", "h");
             e.agent_id = agent.map(str::to_string);
             e.process = Some(Process::default());
             e.file = Some(FileActivity {
-                path: format!("/f{i}"),
+                path: path.into(),
                 ..Default::default()
             });
             b.append(&e, None);
         }
         let batch = table_batch(EventKind::File, &b.finish(), 7).unwrap();
-        let kept = retention.apply(EventKind::File, batch).unwrap().unwrap();
-        assert_eq!(kept.num_rows(), 2);
-        // rows keep their place in the original batch, for event references
-        let rows = kept
-            .column_by_name("batch_row")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<arrow_array::UInt32Array>()
-            .unwrap();
-        assert_eq!(rows.values().to_vec(), vec![1, 3]);
+        let split = retention.split(EventKind::File, &batch).unwrap();
+        // only the agent's credential read is of use to any rule
+        assert_eq!(split.rows_kept, 1);
+        // rules with the same predicate share a keeper; others have their own
+        assert_eq!(
+            keeper_of("cred.store_read"),
+            keeper_of("cred.store_read.twin")
+        );
+        assert_ne!(
+            keeper_of("cred.store_read"),
+            keeper_of("exfil.read_then_new_egress")
+        );
+        for rule in ["cred.store_read", "exfil.read_then_new_egress"] {
+            let kept = &split
+                .kept
+                .iter()
+                .find(|(k, _)| *k == keeper_of(rule))
+                .unwrap()
+                .1;
+            // rows keep their place in the original batch, for event references
+            let rows = kept
+                .column_by_name("batch_row")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow_array::UInt32Array>()
+                .unwrap();
+            assert_eq!(rows.values().to_vec(), vec![1], "{rule}");
+        }
+        assert!(!split
+            .kept
+            .iter()
+            .any(|(k, _)| *k == keeper_of("persistence.write")));
         // no rule at all: nothing is kept
-        let none = Retention::for_rules(&[]).unwrap();
+        let none = Retention::for_rules(&[], None).unwrap();
         let empty = table_batch(
             EventKind::File,
             &EventBatchBuilder::new(EventKind::File).finish(),
             1,
         )
         .unwrap();
-        assert!(none.apply(EventKind::File, empty).unwrap().is_none());
+        let split = none.split(EventKind::File, &empty).unwrap();
+        assert!(split.kept.is_empty());
+        assert_eq!(split.rows_kept, 0);
     }
 }

@@ -1,30 +1,42 @@
-//! The event-time window: per kind, the batches whose events are recent
-//! enough for some rule to look at, as DataFusion tables.
+//! The event-time window: for each keeper (a table and one `keep`
+//! predicate, see `retain`), the recent rows it kept, in chunks, as the
+//! batches a rule's table is made of.
 //!
 //! Event time decides membership. The window's clock is the latest event
-//! time seen (`latest`); a batch leaves once its newest event is older than
+//! time seen (`latest`); a chunk leaves once its newest event is older than
 //! `latest - grace - span`, and a batch arriving entirely older than that is
 //! too late (dropped, counted). Late events inside the span are kept and
 //! evaluated by every rule whose lookback reaches them. Memory is bounded by
-//! `max_bytes`: beyond it the oldest batches leave early, counted as
-//! overflow. Each batch remembers where it came from, so the source can be
-//! committed up to (and on restart replayed from) the oldest batch still
-//! held: a restarted detector rebuilds the same window.
+//! `max_bytes`: beyond it the oldest chunks leave early, counted as
+//! overflow. Each chunk remembers where its rows came from, so the source
+//! can be committed up to (and on restart replayed from) the oldest origin
+//! still held: a restarted detector rebuilds the same window.
+//!
+//! Batches arrive small (one per host, kind and collector flush, fewer rows
+//! after `keep`); a keeper's newest ones are concatenated into one chunk
+//! once they hold `SEAL_ROWS` rows, so that a rule scans a few large
+//! batches rather than thousands of small ones.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use arrow_array::RecordBatch;
 use vigil_schema::EventKind;
 
-use crate::rules::engine::Tables;
+use crate::columns;
 use crate::source::{Origin, Stream};
 
-/// One batch in the window.
+/// Rows at which a keeper's pending batches become one chunk.
+const SEAL_ROWS: usize = 8192;
+/// Pending batches at which they are sealed whatever their rows.
+const SEAL_BATCHES: usize = 256;
+
+/// Rows of one keeper, from one or more source batches.
 struct Chunk {
     batch: RecordBatch,
     min_time: i64,
     max_time: i64,
-    origin: Origin,
+    /// The oldest origin of its rows per source stream.
+    origins: Vec<Origin>,
     bytes: usize,
 }
 
@@ -44,14 +56,62 @@ pub struct WindowCounters {
     pub late_rows: u64,
 }
 
+/// One keeper's rows: sealed chunks (oldest first) and the batches since.
+struct Kept {
+    kind: EventKind,
+    /// How far back its rules look (at most the span): older rows leave.
+    horizon_ms: i64,
+    sealed: VecDeque<Chunk>,
+    pending: Vec<Chunk>,
+    pending_rows: usize,
+    /// Batches added, ever: a rule runs again only when one of its
+    /// keepers' generations moved.
+    generation: u64,
+}
+
+impl Kept {
+    fn chunks(&self) -> impl Iterator<Item = &Chunk> {
+        self.sealed.iter().chain(self.pending.iter())
+    }
+
+    /// Concatenate the pending batches into one chunk.
+    fn seal(&mut self) -> Result<(), String> {
+        if self.pending.len() < 2 {
+            self.sealed.extend(self.pending.drain(..));
+            self.pending_rows = 0;
+            return Ok(());
+        }
+        let parts: Vec<&RecordBatch> = self.pending.iter().map(|c| &c.batch).collect();
+        let batch = columns::concat(self.kind, &parts)
+            .map_err(|e| format!("sealing {} batches: {e}", self.pending.len()))?;
+        let mut origins: BTreeMap<Stream, Origin> = BTreeMap::new();
+        for o in self.pending.iter().flat_map(|c| c.origins.iter()) {
+            match origins.get(&o.stream()) {
+                Some(held) if held.offset() <= o.offset() => {}
+                _ => {
+                    origins.insert(o.stream(), o.clone());
+                }
+            }
+        }
+        let chunk = Chunk {
+            min_time: self.pending.iter().map(|c| c.min_time).min().unwrap_or(0),
+            max_time: self.pending.iter().map(|c| c.max_time).max().unwrap_or(0),
+            origins: origins.into_values().collect(),
+            bytes: columns::held_bytes(&batch),
+            batch,
+        };
+        self.pending.clear();
+        self.pending_rows = 0;
+        self.sealed.push_back(chunk);
+        Ok(())
+    }
+}
+
 pub struct Window {
     span_ms: i64,
     grace_ms: i64,
     max_bytes: usize,
-    kinds: BTreeMap<EventKind, VecDeque<Chunk>>,
-    /// Batches added per kind, ever: rules skip evaluation when the tables
-    /// they read have not changed.
-    generation: BTreeMap<EventKind, u64>,
+    kept: Vec<Kept>,
     bytes: usize,
     rows: usize,
     latest_ms: Option<i64>,
@@ -59,13 +119,30 @@ pub struct Window {
 }
 
 impl Window {
-    pub fn new(span_ms: i64, grace_ms: i64, max_bytes: usize) -> Window {
+    /// A window with one list of rows per keeper (indexes as in
+    /// `retain::Retention`), each held for as long as the longest lookback
+    /// among the rules it serves (`lookbacks_ms`), at most `span_ms`.
+    pub fn new(
+        keepers: &[(EventKind, i64)],
+        span_ms: i64,
+        grace_ms: i64,
+        max_bytes: usize,
+    ) -> Window {
         Window {
             span_ms,
             grace_ms,
             max_bytes,
-            kinds: BTreeMap::new(),
-            generation: BTreeMap::new(),
+            kept: keepers
+                .iter()
+                .map(|(kind, lookback_ms)| Kept {
+                    kind: *kind,
+                    horizon_ms: (*lookback_ms).min(span_ms),
+                    sealed: VecDeque::new(),
+                    pending: Vec::new(),
+                    pending_rows: 0,
+                    generation: 0,
+                })
+                .collect(),
             bytes: 0,
             rows: 0,
             latest_ms: None,
@@ -82,6 +159,10 @@ impl Window {
         self.latest_ms.unwrap_or(i64::MIN / 2) - self.grace_ms - self.span_ms
     }
 
+    fn cutoff_of(&self, kept: &Kept) -> i64 {
+        self.latest_ms.unwrap_or(i64::MIN / 2) - self.grace_ms - kept.horizon_ms
+    }
+
     /// Move the clock to an event time seen, whether or not its batch is kept.
     pub fn observe(&mut self, time_ms: i64) {
         if time_ms >= self.cutoff() {
@@ -89,80 +170,112 @@ impl Window {
         }
     }
 
-    /// Add a table batch (with its events' time range) from `origin`.
+    /// Whether a batch whose newest event is at `max_time` is too late to keep.
+    pub fn too_late(&self, max_time: i64) -> bool {
+        max_time < self.cutoff()
+    }
+
+    /// Add a keeper's rows of a batch (with the batch's time range) from `origin`.
     pub fn admit(
         &mut self,
-        kind: EventKind,
+        keeper: usize,
         batch: RecordBatch,
         times: (i64, i64),
         origin: Origin,
-    ) -> Admitted {
+    ) -> Result<Admitted, String> {
         let (min_time, max_time) = times;
-        if max_time < self.cutoff() {
+        if self.too_late(max_time) {
             self.counters.late_rows += batch.num_rows() as u64;
-            return Admitted::TooLate;
+            return Ok(Admitted::TooLate);
+        }
+        if max_time < self.cutoff_of(&self.kept[keeper]) {
+            // within the span, but older than any of its rules looks
+            return Ok(Admitted::Added);
         }
         self.latest_ms = Some(self.latest_ms.map_or(max_time, |l| l.max(max_time)));
-        let bytes = batch.get_array_memory_size();
-        self.bytes += bytes;
-        self.rows += batch.num_rows();
-        *self.generation.entry(kind).or_default() += 1;
-        self.kinds.entry(kind).or_default().push_back(Chunk {
+        let bytes = columns::held_bytes(&batch);
+        let rows = batch.num_rows();
+        let kept = &mut self.kept[keeper];
+        kept.generation += 1;
+        kept.pending_rows += rows;
+        kept.pending.push(Chunk {
             batch,
             min_time,
             max_time,
-            origin,
+            origins: vec![origin],
             bytes,
         });
-        Admitted::Added
+        self.rows += rows;
+        self.bytes += bytes;
+        if kept.pending_rows >= SEAL_ROWS || kept.pending.len() >= SEAL_BATCHES {
+            let before: usize = kept.pending.iter().map(|c| c.bytes).sum();
+            kept.seal()?;
+            let after = kept.sealed.back().map_or(0, |c| c.bytes);
+            self.bytes = self.bytes + after - before;
+        }
+        Ok(Admitted::Added)
     }
 
     /// Drop what event time has left behind, then the oldest beyond `max_bytes`.
     pub fn evict(&mut self) {
-        let cutoff = self.cutoff();
-        for chunks in self.kinds.values_mut() {
-            // batches arrive roughly in time order: a late one is retained
+        let mut gone = Vec::new();
+        let latest = self.latest_ms.unwrap_or(i64::MIN / 2);
+        for kept in &mut self.kept {
+            let cutoff = latest - self.grace_ms - kept.horizon_ms;
+            // chunks are sealed roughly in time order: a late one is retained
             // until those before it leave, a bounded over-retention
-            while chunks.front().is_some_and(|c| c.max_time < cutoff) {
-                let c = chunks.pop_front().expect("front exists");
-                self.bytes -= c.bytes;
-                self.rows -= c.batch.num_rows();
-                self.counters.evicted_rows += c.batch.num_rows() as u64;
+            while kept.sealed.front().is_some_and(|c| c.max_time < cutoff) {
+                gone.extend(kept.sealed.pop_front());
+            }
+            if kept.pending.first().is_some_and(|c| c.max_time < cutoff) {
+                let (old, young): (Vec<Chunk>, Vec<Chunk>) =
+                    kept.pending.drain(..).partition(|c| c.max_time < cutoff);
+                kept.pending = young;
+                kept.pending_rows = kept.pending.iter().map(|c| c.batch.num_rows()).sum();
+                gone.extend(old);
             }
         }
+        for c in gone {
+            self.forget(&c, false);
+        }
         while self.bytes > self.max_bytes {
-            let Some(chunks) = self
-                .kinds
-                .values_mut()
-                .filter(|c| !c.is_empty())
-                .min_by_key(|c| c.front().map(|c| c.min_time))
-            else {
-                break;
+            let oldest = self
+                .kept
+                .iter()
+                .enumerate()
+                .filter_map(|(i, k)| k.chunks().next().map(|c| (c.min_time, i)))
+                .min();
+            let Some((_, i)) = oldest else { break };
+            let kept = &mut self.kept[i];
+            let c = match kept.sealed.pop_front() {
+                Some(c) => c,
+                None => {
+                    let c = kept.pending.remove(0);
+                    kept.pending_rows -= c.batch.num_rows();
+                    c
+                }
             };
-            let c = chunks.pop_front().expect("non-empty");
-            self.bytes -= c.bytes;
-            self.rows -= c.batch.num_rows();
-            self.counters.evicted_rows += c.batch.num_rows() as u64;
-            self.counters.overflow_rows += c.batch.num_rows() as u64;
+            self.forget(&c, true);
         }
     }
 
-    /// The batches holding events at or after `since_ms`, per kind.
-    pub fn tables(&self, since_ms: i64) -> Tables {
-        Tables {
-            by_kind: self
-                .kinds
-                .iter()
-                .map(|(kind, chunks)| {
-                    let batches = chunks
-                        .iter()
-                        .filter(|c| c.max_time >= since_ms)
-                        .map(|c| c.batch.clone())
-                        .collect();
-                    (*kind, batches)
-                })
-                .collect(),
+    fn forget(&mut self, c: &Chunk, overflow: bool) {
+        let rows = c.batch.num_rows();
+        self.bytes -= c.bytes;
+        self.rows -= rows;
+        self.counters.evicted_rows += rows as u64;
+        if overflow {
+            self.counters.overflow_rows += rows as u64;
         }
+    }
+
+    /// A keeper's batches holding events at or after `since_ms`.
+    pub fn batches(&self, keeper: usize, since_ms: i64) -> Vec<RecordBatch> {
+        self.kept[keeper]
+            .chunks()
+            .filter(|c| c.max_time >= since_ms)
+            .map(|c| c.batch.clone())
+            .collect()
     }
 
     /// The rule clock minus a rule's lookback and the grace period.
@@ -170,19 +283,24 @@ impl Window {
         self.latest_ms.unwrap_or(0) - lookback_ms - self.grace_ms
     }
 
-    pub fn generation(&self, kind: EventKind) -> u64 {
-        self.generation.get(&kind).copied().unwrap_or(0)
+    pub fn generation(&self, keeper: usize) -> u64 {
+        self.kept[keeper].generation
     }
 
     /// Per source stream, the oldest origin still held.
     pub fn oldest_origins(&self) -> BTreeMap<Stream, Origin> {
         let mut oldest: BTreeMap<Stream, Origin> = BTreeMap::new();
-        for c in self.kinds.values().flatten() {
-            let s = c.origin.stream();
+        for o in self
+            .kept
+            .iter()
+            .flat_map(|k| k.chunks())
+            .flat_map(|c| c.origins.iter())
+        {
+            let s = o.stream();
             match oldest.get(&s) {
-                Some(o) if o.offset() <= c.origin.offset() => {}
+                Some(held) if held.offset() <= o.offset() => {}
                 _ => {
-                    oldest.insert(s, c.origin.clone());
+                    oldest.insert(s, o.clone());
                 }
             }
         }
@@ -197,16 +315,14 @@ impl Window {
         self.rows
     }
 
-    /// Rows outside any lookback but held: the span's size at this rate.
     pub fn span_ms(&self) -> i64 {
         self.span_ms
     }
 
     pub fn min_time(&self) -> Option<i64> {
-        self.kinds
-            .values()
-            .filter_map(|c| c.front())
-            .map(|c| c.min_time)
+        self.kept
+            .iter()
+            .filter_map(|k| k.chunks().map(|c| c.min_time).min())
             .min()
     }
 }
@@ -236,73 +352,98 @@ mod tests {
 
     #[test]
     fn event_time_decides_membership() {
-        let mut w = Window::new(60_000, 5_000, usize::MAX);
+        let mut w = Window::new(
+            &[(EventKind::Collector, i64::MAX)],
+            60_000,
+            5_000,
+            usize::MAX,
+        );
         assert_eq!(
-            w.admit(
-                EventKind::Collector,
-                batch(&[1_000, 6_000]),
-                (1_000, 6_000),
-                origin(0)
-            ),
+            w.admit(0, batch(&[1_000, 6_000]), (1_000, 6_000), origin(0))
+                .unwrap(),
             Admitted::Added
         );
         assert_eq!(
-            w.admit(
-                EventKind::Collector,
-                batch(&[70_000]),
-                (70_000, 70_000),
-                origin(10)
-            ),
+            w.admit(0, batch(&[70_000]), (70_000, 70_000), origin(10))
+                .unwrap(),
             Admitted::Added
         );
         w.evict();
         // 6_000 >= 70_000 - 65_000: still held
         assert_eq!(w.rows(), 3);
         assert_eq!(w.oldest_origins().values().next(), Some(&origin(0)));
-        w.admit(
-            EventKind::Collector,
-            batch(&[80_000]),
-            (80_000, 80_000),
-            origin(20),
-        );
+        w.admit(0, batch(&[80_000]), (80_000, 80_000), origin(20))
+            .unwrap();
         w.evict();
         assert_eq!(w.rows(), 2);
         assert_eq!(w.counters.evicted_rows, 2);
         assert_eq!(w.oldest_origins().values().next(), Some(&origin(10)));
         // older than the span and grace: too late
         assert_eq!(
-            w.admit(
-                EventKind::Collector,
-                batch(&[10_000]),
-                (10_000, 10_000),
-                origin(30)
-            ),
+            w.admit(0, batch(&[10_000]), (10_000, 10_000), origin(30))
+                .unwrap(),
             Admitted::TooLate
         );
         assert_eq!(w.counters.late_rows, 1);
         // inside the span but late: kept
         assert_eq!(
-            w.admit(
-                EventKind::Collector,
-                batch(&[20_000]),
-                (20_000, 20_000),
-                origin(40)
-            ),
+            w.admit(0, batch(&[20_000]), (20_000, 20_000), origin(40))
+                .unwrap(),
             Admitted::Added
         );
-        assert_eq!(w.tables(w.since(30_000)).rows(), 2);
+        let rows = |b: Vec<RecordBatch>| b.iter().map(|b| b.num_rows()).sum::<usize>();
+        assert_eq!(rows(w.batches(0, w.since(30_000))), 2);
     }
 
     #[test]
     fn memory_is_bounded() {
-        let one = batch(&[1]).get_array_memory_size();
-        let mut w = Window::new(i64::MAX / 4, 0, one * 3);
+        let one = columns::held_bytes(&batch(&[1]));
+        let mut w = Window::new(
+            &[(EventKind::Collector, i64::MAX)],
+            i64::MAX / 4,
+            0,
+            one * 3,
+        );
         for i in 0..10 {
-            w.admit(EventKind::Collector, batch(&[i]), (i, i), origin(i as u64));
+            w.admit(0, batch(&[i]), (i, i), origin(i as u64)).unwrap();
             w.evict();
         }
         assert!(w.bytes() <= one * 3);
         assert_eq!(w.rows(), 3);
         assert_eq!(w.counters.overflow_rows, 7);
+    }
+
+    #[test]
+    fn small_batches_are_sealed_into_one_chunk_keeping_the_oldest_origin() {
+        let mut w = Window::new(
+            &[(EventKind::Collector, i64::MAX); 2],
+            60_000,
+            0,
+            usize::MAX,
+        );
+        for i in 0..SEAL_BATCHES as i64 {
+            w.admit(
+                0,
+                batch(&[1_000 + i]),
+                (1_000 + i, 1_000 + i),
+                origin(100 + i as u64),
+            )
+            .unwrap();
+        }
+        w.admit(1, batch(&[5_000]), (5_000, 5_000), origin(50))
+            .unwrap();
+        assert_eq!(w.batches(0, 0).len(), 1, "sealed into one chunk");
+        assert_eq!(w.batches(0, 0)[0].num_rows(), SEAL_BATCHES);
+        assert_eq!(w.rows(), SEAL_BATCHES + 1);
+        assert_eq!(w.generation(0), SEAL_BATCHES as u64);
+        assert_eq!(w.generation(1), 1);
+        assert_eq!(w.oldest_origins().values().next(), Some(&origin(50)));
+        // the clock passes the sealed chunk's newest event: it leaves whole
+        w.admit(1, batch(&[61_300]), (61_300, 61_300), origin(60))
+            .unwrap();
+        w.evict();
+        assert_eq!(w.rows(), 2);
+        assert_eq!(w.oldest_origins().values().next(), Some(&origin(50)));
+        assert!(w.batches(0, 0).is_empty());
     }
 }

@@ -20,7 +20,9 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::MemTable;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use vigil_schema::arrow::schema_for;
 use vigil_schema::EventKind;
@@ -151,15 +153,29 @@ impl Engine {
         Self { runtime, config }
     }
 
-    /// A context with one table (and `event_ref` view) per kind.
+    /// A context with one table (and `event_ref` view) per kind, filled
+    /// with `tables`.
     pub fn context(&self, tables: &Tables) -> Result<SessionContext, String> {
+        let (ctx, held) = self.empty_context()?;
+        for (kind, table) in &held {
+            fill(table, tables.get(*kind).to_vec());
+        }
+        Ok(ctx)
+    }
+
+    /// A context whose tables are empty `MemTable`s, returned with it so
+    /// that they can be refilled: the `event_ref` views are planned once.
+    fn empty_context(&self) -> Result<(SessionContext, HeldTables), String> {
         let ctx = SessionContext::new_with_config(self.config.clone());
+        let mut held = Vec::new();
         self.runtime.block_on(async {
             for kind in EventKind::ALL {
                 let name = kind.as_str();
-                let table = MemTable::try_new(table_schema(kind), vec![tables.get(kind).to_vec()])
-                    .map_err(|e| format!("table {name}: {e}"))?;
-                ctx.register_table(format!("{name}_rows"), Arc::new(table))
+                let table = Arc::new(
+                    MemTable::try_new(table_schema(kind), vec![Vec::new()])
+                        .map_err(|e| format!("table {name}: {e}"))?,
+                );
+                ctx.register_table(format!("{name}_rows"), table.clone())
                     .map_err(|e| format!("table {name}: {e}"))?;
                 ctx.sql(&format!(
                     "CREATE VIEW {name} AS SELECT *, concat(host_id, '/{name}/', \
@@ -168,9 +184,81 @@ impl Engine {
                 ))
                 .await
                 .map_err(|e| format!("view {name}: {e}"))?;
+                held.push((kind, table));
             }
-            Ok(ctx)
+            Ok::<(), String>(())
+        })?;
+        Ok((ctx, held))
+    }
+
+    /// A rule made ready to run again and again over new window contents:
+    /// its own context, and its query parsed and optimized once (unless
+    /// it uses `${now}` or `${lookback_start}`, which change with every run).
+    pub fn prepare(&self, rule: &Rule) -> Result<Prepared, String> {
+        let (ctx, tables) = self.empty_context()?;
+        let state = ctx.state();
+        // `${now}` as 0 here only to read the plan's shape
+        let plan = self.runtime.block_on(async {
+            let plan = state
+                .create_logical_plan(&Self::render(rule, 0))
+                .await
+                .map_err(|e| e.to_string())?;
+            state.optimize(&plan).map_err(|e| e.to_string())
+        })?;
+        let columns = columns_read(&plan)?;
+        let dynamic = rule.query.contains("${now}") || rule.query.contains("${lookback_start}");
+        Ok(Prepared {
+            ctx,
+            tables,
+            plan: (!dynamic).then_some(plan),
+            columns,
         })
+    }
+
+    /// Run a prepared rule over `tables` (each kind's batches), with the
+    /// window's clock at `now_ms`.
+    pub fn run_prepared(
+        &self,
+        prepared: &Prepared,
+        rule: &Rule,
+        tables: Vec<(EventKind, Vec<RecordBatch>)>,
+        now_ms: i64,
+    ) -> Result<Vec<Finding>, String> {
+        for (kind, table) in &prepared.tables {
+            let batches = tables
+                .iter()
+                .find(|(k, _)| k == kind)
+                .map(|(_, b)| b.clone())
+                .unwrap_or_default();
+            fill(table, batches);
+        }
+        let result = match &prepared.plan {
+            None => self.run(&prepared.ctx, &Self::render(rule, now_ms)),
+            Some(plan) => {
+                let state = prepared.ctx.state();
+                let batches = self.runtime.block_on(async {
+                    let physical = state
+                        .query_planner()
+                        .create_physical_plan(plan, &state)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    datafusion::physical_plan::collect(physical, prepared.ctx.task_ctx())
+                        .await
+                        .map_err(|e| e.to_string())
+                })?;
+                let mut findings = Vec::new();
+                for b in &batches {
+                    check_output(b.schema().as_ref())?;
+                    findings.extend(findings_of(b)?);
+                }
+                Ok(findings)
+            }
+        };
+        // the window's batches are not held between runs
+        for (_, table) in &prepared.tables {
+            fill(table, Vec::new());
+        }
+        result
     }
 
     /// Plan a rendered query and check its output columns; the error is
@@ -207,6 +295,66 @@ impl Engine {
             ("lookback_start", format!("to_timestamp_millis({start})")),
         ])
     }
+}
+
+/// Per table a query reads, the columns it uses (indexes into `table_schema`).
+pub type ColumnsRead = Vec<(EventKind, Vec<usize>)>;
+
+/// A context's tables, to be refilled before each run.
+type HeldTables = Vec<(EventKind, Arc<MemTable>)>;
+
+/// The columns of each `<kind>_rows` table an optimized plan scans
+/// (indexes into `table_schema`): the only ones its rule needs kept.
+fn columns_read(plan: &LogicalPlan) -> Result<ColumnsRead, String> {
+    let mut read: ColumnsRead = Vec::new();
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let table = scan.table_name.table();
+            if let Some(kind) = EventKind::ALL
+                .into_iter()
+                .find(|k| table.strip_suffix("_rows") == Some(k.as_str()))
+            {
+                let schema = table_schema(kind);
+                let mut columns: Vec<usize> = match &scan.projection {
+                    Some(p) => p.clone(),
+                    None => (0..schema.fields().len()).collect(),
+                };
+                for filter in &scan.filters {
+                    for c in filter.column_refs() {
+                        columns.extend(schema.index_of(&c.name).ok());
+                    }
+                }
+                match read.iter_mut().find(|(k, _)| *k == kind) {
+                    Some((_, all)) => all.extend(columns),
+                    None => read.push((kind, columns)),
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(|e| e.to_string())?;
+    for (_, columns) in &mut read {
+        columns.sort_unstable();
+        columns.dedup();
+    }
+    Ok(read)
+}
+
+/// A rule's own context, its tables and (without `${now}`) its plan.
+pub struct Prepared {
+    ctx: SessionContext,
+    tables: HeldTables,
+    plan: Option<LogicalPlan>,
+    /// Per table it reads, the columns it uses.
+    pub columns: ColumnsRead,
+}
+
+/// Replace a table's contents (one partition).
+fn fill(table: &MemTable, batches: Vec<RecordBatch>) {
+    // only this thread ever locks it, between queries
+    *table.batches[0]
+        .try_write()
+        .expect("a window table is not in use between queries") = batches;
 }
 
 fn check_output(schema: &Schema) -> Result<(), String> {
