@@ -12,7 +12,7 @@ use arrow_schema::DataType;
 use vigil_schema::EventKind;
 
 /// Per (table, column), the longest null array handed out so far.
-fn shared_null(kind: EventKind, column: usize, data_type: &DataType, len: usize) -> ArrayRef {
+pub fn shared_null(kind: EventKind, column: usize, data_type: &DataType, len: usize) -> ArrayRef {
     static NULLS: OnceLock<Mutex<HashMap<(EventKind, usize), ArrayRef>>> = OnceLock::new();
     let mut nulls = NULLS
         .get_or_init(Default::default)

@@ -3,10 +3,11 @@
 //! Anything else is an error whose text is the dead-letter reason.
 
 use arrow_array::RecordBatch;
-use vigil_schema::arrow::{DecodeError, EventBatchBuilder};
+use vigil_schema::arrow::{schema_for, DecodeError, EventBatchBuilder};
 use vigil_schema::{Event, EventKind, SCHEMA_VERSION};
 use vigil_spool::Encoding;
 
+use crate::columns::shared_null;
 use crate::rules::check::max_time;
 use crate::rules::engine::table_batch;
 use crate::source::Message;
@@ -24,21 +25,71 @@ pub struct Decoded {
     pub max_time: i64,
 }
 
-pub fn decode(message: &Message) -> Result<Decoded, String> {
+/// Decode a message. Of an Arrow message only the event columns
+/// `columns(kind)` names are decompressed (`None`: all); the others become
+/// nulls, which is what a window that never reads them holds anyway.
+pub fn decode(
+    message: &Message,
+    columns: impl FnOnce(EventKind) -> Option<Vec<usize>>,
+) -> Result<Decoded, String> {
     match message.encoding {
-        Encoding::Arrow => decode_arrow(message),
+        Encoding::Arrow => decode_arrow(message, columns),
         Encoding::Json => decode_json(message),
     }
 }
 
-fn decode_arrow(message: &Message) -> Result<Decoded, String> {
-    let (identity, batches) = vigil_schema::ipc::decode(&message.payload).map_err(|e| match e {
+fn decode_arrow(
+    message: &Message,
+    columns: impl FnOnce(EventKind) -> Option<Vec<usize>>,
+) -> Result<Decoded, String> {
+    let mut picked = None;
+    let decoded = vigil_schema::ipc::decode_projected(&message.payload, |kind| {
+        picked = columns(kind).map(|mut c| {
+            // the time and every non-nullable column are always read
+            let schema = schema_for(kind);
+            c.push(0);
+            c.extend((0..schema.fields().len()).filter(|i| !schema.field(*i).is_nullable()));
+            c.retain(|i| *i < schema.fields().len());
+            c.sort_unstable();
+            c.dedup();
+            c
+        });
+        picked.clone()
+    });
+    let (identity, schema, batches) = decoded.map_err(|e| match e {
         DecodeError::Version { found } => format!(
             "unknown schema version {} (this detector reads {SCHEMA_VERSION})",
             found.as_deref().unwrap_or("(none)")
         ),
         other => format!("not a Vigil Arrow batch: {other}"),
     })?;
+    let kind = identity.kind;
+    // what the projection leaves unread must still be the kind's schema
+    let expected = schema_for(kind);
+    if schema.fields().len() != expected.fields().len() {
+        return Err(format!(
+            "{} batch has {} columns, the {} schema has {}",
+            kind.as_str(),
+            schema.fields().len(),
+            kind.as_str(),
+            expected.fields().len()
+        ));
+    }
+    if let Some((got, want)) = schema
+        .fields()
+        .iter()
+        .zip(expected.fields())
+        .find(|(got, want)| got.name() != want.name() || got.data_type() != want.data_type())
+    {
+        return Err(format!(
+            "{} batch column {} is {}, the schema has {} {}",
+            kind.as_str(),
+            got.name(),
+            got.data_type(),
+            want.name(),
+            want.data_type()
+        ));
+    }
     let batch = match batches.len() {
         1 => batches.into_iter().next().expect("one"),
         0 => return Err("Arrow stream holds no batch".into()),
@@ -48,7 +99,21 @@ fn decode_arrow(message: &Message) -> Result<Decoded, String> {
                 .map_err(|e| e.to_string())?
         }
     };
-    finish(identity.kind, identity.host_id, identity.seq, None, &batch)
+    let batch = match picked {
+        None => batch,
+        Some(picked) => {
+            let rows = batch.num_rows();
+            let mut read = batch.columns().iter();
+            let columns = (0..schema.fields().len())
+                .map(|i| match picked.contains(&i) {
+                    true => read.next().cloned().expect("one column per picked index"),
+                    false => shared_null(kind, i, schema.field(i).data_type(), rows),
+                })
+                .collect();
+            RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())?
+        }
+    };
+    finish(kind, identity.host_id, identity.seq, None, &batch)
 }
 
 fn decode_json(message: &Message) -> Result<Decoded, String> {
@@ -136,4 +201,68 @@ fn finish(
         min_time,
         max_time,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{Envelope, Origin};
+    use vigil_schema::ipc::{encode, Compression};
+    use vigil_schema::{FileActivity, Process};
+    use vigil_spool::Position;
+
+    fn message(payload: Vec<u8>) -> Message {
+        Message {
+            payload,
+            encoding: Encoding::Arrow,
+            envelope: Envelope::default(),
+            origin: Origin::Spool(Position {
+                segment: 1,
+                offset: 0,
+            }),
+        }
+    }
+
+    #[test]
+    fn only_the_picked_columns_are_decoded() {
+        let mut b = EventBatchBuilder::new(EventKind::File);
+        let mut e = Event::new(EventKind::File, 1001, 14, "open", 5_000, 0, "h", "h");
+        e.process = Some(Process {
+            exe: "/usr/bin/cat".into(),
+            ..Default::default()
+        });
+        e.file = Some(FileActivity {
+            path: "/home/ana/.aws/credentials".into(),
+            ..Default::default()
+        });
+        b.append(&e, None);
+        let payload = encode(&b.finish(), "h", 3, Compression::Zstd).unwrap();
+        let schema = schema_for(EventKind::File);
+        let path = schema.index_of("file_path").unwrap();
+        let exe = schema.index_of("process_exe").unwrap();
+        let d = decode(&message(payload.clone()), |_| Some(vec![0, path])).unwrap();
+        assert_eq!((d.min_time, d.max_time, d.seq), (5_000, 5_000, 3));
+        let full = decode(&message(payload), |_| None).unwrap();
+        assert_eq!(d.batch.schema(), full.batch.schema());
+        assert_eq!(d.batch.column(path), full.batch.column(path));
+        assert_eq!(full.batch.column(exe).null_count(), 0);
+        assert_eq!(d.batch.column(exe).null_count(), 1);
+    }
+
+    #[test]
+    fn a_batch_of_another_shape_is_refused_by_name() {
+        let mut b = EventBatchBuilder::new(EventKind::Network);
+        b.append(
+            &Event::new(EventKind::Network, 4001, 1, "connect", 1, 2, "h", "n"),
+            None,
+        );
+        let batch = b.finish();
+        // the file schema's metadata on network columns: a producer bug
+        let file_meta = schema_for(EventKind::File).metadata().clone();
+        let schema = std::sync::Arc::new(batch.schema().as_ref().clone().with_metadata(file_meta));
+        let lying = RecordBatch::try_new(schema, batch.columns().to_vec()).unwrap();
+        let payload = encode(&lying, "h", 1, Compression::None).unwrap();
+        let e = decode(&message(payload), |_| Some(vec![0])).unwrap_err();
+        assert!(e.contains("file batch"), "{e}");
+    }
 }

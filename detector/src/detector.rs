@@ -185,7 +185,7 @@ impl Detector {
                     add(&self.metrics.messages, 1);
                     // taken, even if dropped below: its position needs committing
                     self.fresh = true;
-                    let d = match decode(&m) {
+                    let d = match decode(&m, |kind| self.retention.decoded(kind)) {
                         Ok(d) => d,
                         Err(reason) => {
                             warn!(origin = %m.origin, %reason, place = %self.source.dead_letter_place(), "dead letter");

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use arrow_array::{Array, BooleanArray, RecordBatch};
 use datafusion::common::DFSchema;
 use datafusion::optimizer::simplify_expressions::{ExprSimplifier, SimplifyContext};
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use vigil_schema::EventKind;
@@ -37,6 +38,10 @@ pub struct Keeper {
 /// holds its rows of each table it reads.
 pub struct Retention {
     pub keepers: Vec<Keeper>,
+    /// Per kind, the event columns worth decoding (`None`: all): what the
+    /// keepers hold and their predicates read, the time and the
+    /// non-nullable columns.
+    decoded: Vec<(EventKind, Option<Vec<usize>>)>,
     /// Per rule (in the order given), (table, keeper index) for each table
     /// it reads.
     pub inputs: Vec<Vec<(EventKind, usize)>>,
@@ -132,7 +137,15 @@ impl Retention {
             }
             inputs.push(reads);
         }
-        Ok(Retention { keepers, inputs })
+        let decoded = EventKind::ALL
+            .into_iter()
+            .map(|kind| (kind, decoded_columns(kind, &keepers)))
+            .collect();
+        Ok(Retention {
+            keepers,
+            inputs,
+            decoded,
+        })
     }
 
     /// Split a table batch among the keepers of its kind.
@@ -173,12 +186,45 @@ impl Retention {
         })
     }
 
+    /// The event columns of `kind` worth decoding (`None`: all).
+    pub fn decoded(&self, kind: EventKind) -> Option<Vec<usize>> {
+        self.decoded
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .and_then(|(_, c)| c.clone())
+    }
+
     /// The keepers' predicates, for the log.
     pub fn described(&self) -> impl Iterator<Item = (EventKind, &str)> {
         self.keepers
             .iter()
             .map(|k| (k.kind, k.predicate.as_deref().unwrap_or("(every row)")))
     }
+}
+
+fn decoded_columns(kind: EventKind, keepers: &[Keeper]) -> Option<Vec<usize>> {
+    let event = vigil_schema::arrow::schema_for(kind);
+    let mut columns: Vec<usize> = vec![0];
+    for (i, f) in event.fields().iter().enumerate() {
+        if !f.is_nullable() {
+            columns.push(i);
+        }
+    }
+    for keeper in keepers.iter().filter(|k| k.kind == kind) {
+        let needed = keeper.needed.as_ref()?;
+        columns.extend((0..event.fields().len()).filter(|i| needed[*i]));
+        if let Some(expr) = &keeper.expr {
+            columns.extend(
+                collect_columns(expr)
+                    .iter()
+                    .map(|c| c.index())
+                    .filter(|i| *i < event.fields().len()),
+            );
+        }
+    }
+    columns.sort_unstable();
+    columns.dedup();
+    Some(columns)
 }
 
 /// Where `expr` is true (null counts as false).

@@ -13,7 +13,7 @@ use arrow_array::RecordBatch;
 use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow_ipc::CompressionType;
-use arrow_schema::ArrowError;
+use arrow_schema::{ArrowError, SchemaRef};
 
 use crate::arrow::{batch_kind, DecodeError, META_HOST_ID, META_SEQ};
 use crate::EventKind;
@@ -62,6 +62,17 @@ pub fn encode(
 
 /// Decode an IPC stream made by [`encode`]: its identity and record batches.
 pub fn decode(bytes: &[u8]) -> Result<(BatchIdentity, Vec<RecordBatch>), DecodeError> {
+    let (identity, _, batches) = decode_projected(bytes, |_| None)?;
+    Ok((identity, batches))
+}
+
+/// [`decode`] reading only the columns `projection` picks for the batch's
+/// kind (`None`: all); the others are neither decompressed nor validated.
+/// Also returns the stream's full schema, for the caller to check.
+pub fn decode_projected(
+    bytes: &[u8],
+    projection: impl FnOnce(EventKind) -> Option<Vec<usize>>,
+) -> Result<(BatchIdentity, SchemaRef, Vec<RecordBatch>), DecodeError> {
     let reader = StreamReader::try_new(Cursor::new(bytes), None)?;
     let schema = reader.schema();
     let kind = batch_kind(&schema)?;
@@ -77,8 +88,13 @@ pub fn decode(bytes: &[u8]) -> Result<(BatchIdentity, Vec<RecordBatch>), DecodeE
             column: "vigil.seq",
             problem: "missing or not a number in the schema metadata".into(),
         })?;
-    let batches = reader.collect::<Result<Vec<_>, _>>()?;
-    Ok((BatchIdentity { kind, host_id, seq }, batches))
+    let batches = match projection(kind) {
+        None => reader.collect::<Result<Vec<_>, _>>()?,
+        // the schema message is read again, now with the projection
+        Some(columns) => StreamReader::try_new(Cursor::new(bytes), Some(columns))?
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    Ok((BatchIdentity { kind, host_id, seq }, schema, batches))
 }
 
 #[cfg(test)]
