@@ -55,6 +55,35 @@ pub fn compact(kind: EventKind, batch: &RecordBatch, needed: Option<&[bool]>) ->
     RecordBatch::try_new(batch.schema(), columns).expect("same schema, same length")
 }
 
+/// The rows of a table batch where `mask` is true, compacted as by
+/// [`compact`]; columns that end up shared nulls are not filtered at all.
+pub fn filter(
+    kind: EventKind,
+    batch: &RecordBatch,
+    mask: &arrow_array::BooleanArray,
+    needed: Option<&[bool]>,
+) -> Result<RecordBatch, String> {
+    let schema = batch.schema();
+    let kept = mask.true_count();
+    let predicate = datafusion::arrow::compute::FilterBuilder::new(mask)
+        .optimize()
+        .build();
+    let columns = batch
+        .columns()
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let read = needed.is_none_or(|needed| needed.get(i).copied().unwrap_or(true));
+            if (!read || all_null(a.as_ref())) && schema.field(i).is_nullable() {
+                Ok(shared_null(kind, i, a.data_type(), kept))
+            } else {
+                predicate.filter(a).map_err(|e| e.to_string())
+            }
+        })
+        .collect::<Result<Vec<ArrayRef>, String>>()?;
+    RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
+}
+
 /// Batches of one table concatenated, shared nulls staying shared.
 pub fn concat(kind: EventKind, batches: &[&RecordBatch]) -> Result<RecordBatch, String> {
     let schema = batches.first().ok_or("nothing to concatenate")?.schema();

@@ -16,7 +16,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use vigil_schema::EventKind;
 
-use crate::columns::compact;
+use crate::columns::{self, compact};
 use crate::rules::engine::{table_schema, ColumnsRead};
 use crate::rules::model::Rule;
 
@@ -61,6 +61,7 @@ pub struct Split {
 /// Compile a predicate over a kind's table.
 pub fn compile(kind: EventKind, predicate: &str) -> Result<Arc<dyn PhysicalExpr>, String> {
     let ctx = SessionContext::new();
+    ctx.register_udf(crate::rules::regex::regexp_like());
     let schema =
         DFSchema::try_from(table_schema(kind).as_ref().clone()).map_err(|e| e.to_string())?;
     let expr = ctx
@@ -174,8 +175,10 @@ impl Retention {
                 None => mask.clone(),
                 Some(u) => datafusion::arrow::compute::or(&u, &mask).map_err(|e| e.to_string())?,
             });
-            if let Some(b) = apply(batch, &mask)? {
-                kept.push((i, compact(kind, &b, needed)));
+            match mask.true_count() {
+                0 => {}
+                n if n == rows => kept.push((i, compact(kind, batch, needed))),
+                _ => kept.push((i, columns::filter(kind, batch, &mask, needed)?)),
             }
         }
         let rows_kept = union.map_or(0, |u| u.true_count());

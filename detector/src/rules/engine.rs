@@ -167,6 +167,7 @@ impl Engine {
     /// that they can be refilled: the `event_ref` views are planned once.
     fn empty_context(&self) -> Result<(SessionContext, HeldTables), String> {
         let ctx = SessionContext::new_with_config(self.config.clone());
+        ctx.register_udf(super::regex::regexp_like());
         let mut held = Vec::new();
         self.runtime.block_on(async {
             for kind in EventKind::ALL {

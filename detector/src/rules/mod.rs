@@ -6,3 +6,4 @@ pub mod check;
 pub mod engine;
 pub mod examples;
 pub mod model;
+pub mod regex;
