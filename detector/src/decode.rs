@@ -30,7 +30,7 @@ pub struct Decoded {
 /// nulls, which is what a window that never reads them holds anyway.
 pub fn decode(
     message: &Message,
-    columns: impl FnOnce(EventKind) -> Option<Vec<usize>>,
+    columns: impl Fn(EventKind) -> Option<Vec<usize>>,
 ) -> Result<Decoded, String> {
     match message.encoding {
         Encoding::Arrow => decode_arrow(message, columns),
@@ -40,42 +40,38 @@ pub fn decode(
 
 fn decode_arrow(
     message: &Message,
-    columns: impl FnOnce(EventKind) -> Option<Vec<usize>>,
+    columns: impl Fn(EventKind) -> Option<Vec<usize>>,
 ) -> Result<Decoded, String> {
-    let mut picked = None;
-    let decoded = vigil_schema::ipc::decode_projected(&message.payload, |kind| {
-        picked = columns(kind).map(|mut c| {
-            // the time and every non-nullable column are always read
-            let schema = schema_for(kind);
-            c.push(0);
-            c.extend((0..schema.fields().len()).filter(|i| !schema.field(*i).is_nullable()));
-            c.retain(|i| *i < schema.fields().len());
-            c.sort_unstable();
-            c.dedup();
-            c
-        });
-        picked.clone()
-    });
-    let (identity, schema, batches) = decoded.map_err(|e| match e {
-        DecodeError::Version { found } => format!(
-            "unknown schema version {} (this detector reads {SCHEMA_VERSION})",
-            found.as_deref().unwrap_or("(none)")
-        ),
-        other => format!("not a Vigil Arrow batch: {other}"),
-    })?;
-    let kind = identity.kind;
-    // what the projection leaves unread must still be the kind's schema
+    // what the caller wants read, plus the time and every non-nullable column
+    let pick = |kind: EventKind| columns_with_required(kind, &columns);
+    let hint = message
+        .envelope
+        .kind
+        .as_deref()
+        .and_then(|k| EventKind::ALL.into_iter().find(|e| e.as_str() == k));
+    let p =
+        vigil_schema::ipc::decode_projected(&message.payload, hint, pick).map_err(|e| match e {
+            DecodeError::Version { found } => format!(
+                "unknown schema version {} (this detector reads {SCHEMA_VERSION})",
+                found.as_deref().unwrap_or("(none)")
+            ),
+            other => format!("not a Vigil Arrow batch: {other}"),
+        })?;
+    let kind = p.identity.kind;
     let expected = schema_for(kind);
-    if schema.fields().len() != expected.fields().len() {
+    // the stream must have the kind's schema, column for column (also
+    // the columns not read)
+    if p.schema.fields().len() != expected.fields().len() {
         return Err(format!(
             "{} batch has {} columns, the {} schema has {}",
             kind.as_str(),
-            schema.fields().len(),
+            p.schema.fields().len(),
             kind.as_str(),
             expected.fields().len()
         ));
     }
-    if let Some((got, want)) = schema
+    if let Some((got, want)) = p
+        .schema
         .fields()
         .iter()
         .zip(expected.fields())
@@ -90,30 +86,52 @@ fn decode_arrow(
             want.data_type()
         ));
     }
-    let batch = match batches.len() {
-        1 => batches.into_iter().next().expect("one"),
+    let batch = match p.batches.len() {
+        1 => p.batches.into_iter().next().expect("one"),
         0 => return Err("Arrow stream holds no batch".into()),
         _ => {
-            let schema = batches[0].schema();
-            datafusion::arrow::compute::concat_batches(&schema, &batches)
+            let schema = p.batches[0].schema();
+            datafusion::arrow::compute::concat_batches(&schema, &p.batches)
                 .map_err(|e| e.to_string())?
         }
     };
-    let batch = match picked {
+    let batch = match p.columns {
         None => batch,
         Some(picked) => {
             let rows = batch.num_rows();
             let mut read = batch.columns().iter();
-            let columns = (0..schema.fields().len())
+            let columns = (0..expected.fields().len())
                 .map(|i| match picked.contains(&i) {
                     true => read.next().cloned().expect("one column per picked index"),
-                    false => shared_null(kind, i, schema.field(i).data_type(), rows),
+                    false => shared_null(kind, i, expected.field(i).data_type(), rows),
                 })
                 .collect();
-            RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())?
+            let schema = std::sync::Arc::new(
+                expected
+                    .as_ref()
+                    .clone()
+                    .with_metadata(p.schema.metadata().clone()),
+            );
+            RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())?
         }
     };
-    finish(kind, identity.host_id, identity.seq, None, &batch)
+    finish(kind, p.identity.host_id, p.identity.seq, None, &batch)
+}
+
+/// `columns(kind)` with the time and the non-nullable columns added.
+fn columns_with_required(
+    kind: EventKind,
+    columns: impl Fn(EventKind) -> Option<Vec<usize>>,
+) -> Option<Vec<usize>> {
+    let schema = schema_for(kind);
+    columns(kind).map(|mut c| {
+        c.push(0);
+        c.extend((0..schema.fields().len()).filter(|i| !schema.field(*i).is_nullable()));
+        c.retain(|i| *i < schema.fields().len());
+        c.sort_unstable();
+        c.dedup();
+        c
+    })
 }
 
 fn decode_json(message: &Message) -> Result<Decoded, String> {
@@ -242,6 +260,15 @@ mod tests {
         let exe = schema.index_of("process_exe").unwrap();
         let d = decode(&message(payload.clone()), |_| Some(vec![0, path])).unwrap();
         assert_eq!((d.min_time, d.max_time, d.seq), (5_000, 5_000, 3));
+        // the kind known beforehand (spool record, Kafka header): read once, same result
+        let mut hinted = message(payload.clone());
+        hinted.envelope.kind = Some("file".into());
+        let h = decode(&hinted, |_| Some(vec![0, path])).unwrap();
+        assert_eq!(h.batch, d.batch);
+        // a wrong hint is only a detour
+        hinted.envelope.kind = Some("network".into());
+        let w = decode(&hinted, |_| Some(vec![0, path])).unwrap();
+        assert_eq!(w.batch, d.batch);
         let full = decode(&message(payload), |_| None).unwrap();
         assert_eq!(d.batch.schema(), full.batch.schema());
         assert_eq!(d.batch.column(path), full.batch.column(path));
@@ -262,7 +289,11 @@ mod tests {
         let schema = std::sync::Arc::new(batch.schema().as_ref().clone().with_metadata(file_meta));
         let lying = RecordBatch::try_new(schema, batch.columns().to_vec()).unwrap();
         let payload = encode(&lying, "h", 1, Compression::None).unwrap();
-        let e = decode(&message(payload), |_| Some(vec![0])).unwrap_err();
+        let e = decode(&message(payload.clone()), |_| Some(vec![0])).unwrap_err();
+        assert!(e.contains("file batch"), "{e}");
+        let mut hinted = message(payload);
+        hinted.envelope.kind = Some("file".into());
+        let e = decode(&hinted, |_| Some(vec![0])).unwrap_err();
         assert!(e.contains("file batch"), "{e}");
     }
 }

@@ -62,20 +62,66 @@ pub fn encode(
 
 /// Decode an IPC stream made by [`encode`]: its identity and record batches.
 pub fn decode(bytes: &[u8]) -> Result<(BatchIdentity, Vec<RecordBatch>), DecodeError> {
-    let (identity, _, batches) = decode_projected(bytes, |_| None)?;
-    Ok((identity, batches))
+    let p = decode_projected(bytes, None, |_| None)?;
+    Ok((p.identity, p.batches))
+}
+
+/// A stream decoded by [`decode_projected`].
+pub struct Projected {
+    pub identity: BatchIdentity,
+    /// The stream's whole schema (also when only `columns` were read).
+    pub schema: SchemaRef,
+    /// The columns read (`None`: all), in order.
+    pub columns: Option<Vec<usize>>,
+    pub batches: Vec<RecordBatch>,
 }
 
 /// [`decode`] reading only the columns `projection` picks for the batch's
 /// kind (`None`: all); the others are neither decompressed nor validated.
-/// Also returns the stream's full schema, for the caller to check.
+/// With the kind known beforehand (`kind_hint`, from a spool record or a
+/// Kafka header), the stream is read once; otherwise, or when the hint is
+/// wrong, its schema is read first to learn the kind.
 pub fn decode_projected(
     bytes: &[u8],
-    projection: impl FnOnce(EventKind) -> Option<Vec<usize>>,
-) -> Result<(BatchIdentity, SchemaRef, Vec<RecordBatch>), DecodeError> {
+    kind_hint: Option<EventKind>,
+    projection: impl Fn(EventKind) -> Option<Vec<usize>>,
+) -> Result<Projected, DecodeError> {
+    if let Some(kind) = kind_hint {
+        if let Some(columns) = projection(kind) {
+            if let Ok(reader) = StreamReader::try_new(Cursor::new(bytes), Some(columns.clone())) {
+                let schema = reader.schema();
+                if batch_kind(&schema).ok() == Some(kind) {
+                    let identity = identity(kind, &schema)?;
+                    return Ok(Projected {
+                        identity,
+                        schema,
+                        columns: Some(columns),
+                        batches: reader.collect::<Result<Vec<_>, _>>()?,
+                    });
+                }
+            }
+        }
+    }
     let reader = StreamReader::try_new(Cursor::new(bytes), None)?;
     let schema = reader.schema();
     let kind = batch_kind(&schema)?;
+    let identity = identity(kind, &schema)?;
+    let columns = projection(kind);
+    let batches = match &columns {
+        None => reader.collect::<Result<Vec<_>, _>>()?,
+        // the schema message is read again, now with the projection
+        Some(columns) => StreamReader::try_new(Cursor::new(bytes), Some(columns.clone()))?
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    Ok(Projected {
+        identity,
+        schema,
+        columns,
+        batches,
+    })
+}
+
+fn identity(kind: EventKind, schema: &SchemaRef) -> Result<BatchIdentity, DecodeError> {
     let meta = schema.metadata();
     let host_id = meta.get(META_HOST_ID).cloned().ok_or(DecodeError::Column {
         column: "vigil.host_id",
@@ -88,13 +134,7 @@ pub fn decode_projected(
             column: "vigil.seq",
             problem: "missing or not a number in the schema metadata".into(),
         })?;
-    let batches = match projection(kind) {
-        None => reader.collect::<Result<Vec<_>, _>>()?,
-        // the schema message is read again, now with the projection
-        Some(columns) => StreamReader::try_new(Cursor::new(bytes), Some(columns))?
-            .collect::<Result<Vec<_>, _>>()?,
-    };
-    Ok((BatchIdentity { kind, host_id, seq }, schema, batches))
+    Ok(BatchIdentity { kind, host_id, seq })
 }
 
 #[cfg(test)]
