@@ -21,12 +21,14 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::datasource::MemTable;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use vigil_schema::arrow::schema_for;
 use vigil_schema::EventKind;
 
+use super::live::LiveTable;
 use super::model::Rule;
 
 /// The extra columns every table has, after the event columns.
@@ -163,7 +165,7 @@ impl Engine {
         Ok(ctx)
     }
 
-    /// A context whose tables are empty `MemTable`s, returned with it so
+    /// A context whose tables are empty [`LiveTable`]s, returned with it so
     /// that they can be refilled: the `event_ref` views are planned once.
     fn empty_context(&self) -> Result<(SessionContext, HeldTables), String> {
         let ctx = SessionContext::new_with_config(self.config.clone());
@@ -172,10 +174,7 @@ impl Engine {
         self.runtime.block_on(async {
             for kind in EventKind::ALL {
                 let name = kind.as_str();
-                let table = Arc::new(
-                    MemTable::try_new(table_schema(kind), vec![Vec::new()])
-                        .map_err(|e| format!("table {name}: {e}"))?,
-                );
+                let table = Arc::new(LiveTable::new(table_schema(kind)));
                 ctx.register_table(format!("{name}_rows"), table.clone())
                     .map_err(|e| format!("table {name}: {e}"))?;
                 ctx.sql(&format!(
@@ -208,10 +207,23 @@ impl Engine {
         })?;
         let columns = columns_read(&plan)?;
         let dynamic = rule.query.contains("${now}") || rule.query.contains("${lookback_start}");
+        let physical = if dynamic {
+            None
+        } else {
+            // the scans read the tables when executed, so the plan outlives them
+            let physical = self.runtime.block_on(async {
+                state
+                    .query_planner()
+                    .create_physical_plan(&plan, &state)
+                    .await
+                    .map_err(|e| e.to_string())
+            })?;
+            Some(physical)
+        };
         Ok(Prepared {
             ctx,
             tables,
-            plan: (!dynamic).then_some(plan),
+            physical,
             columns,
         })
     }
@@ -233,17 +245,13 @@ impl Engine {
                 .unwrap_or_default();
             fill(table, batches);
         }
-        let result = match &prepared.plan {
+        let result = match &prepared.physical {
             None => self.run(&prepared.ctx, &Self::render(rule, now_ms)),
             Some(plan) => {
-                let state = prepared.ctx.state();
                 let batches = self.runtime.block_on(async {
-                    let physical = state
-                        .query_planner()
-                        .create_physical_plan(plan, &state)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    datafusion::physical_plan::collect(physical, prepared.ctx.task_ctx())
+                    // joins, sorts and dynamic filters hold per-run state
+                    let plan = reset_plan_states(plan.clone()).map_err(|e| e.to_string())?;
+                    datafusion::physical_plan::collect(plan, prepared.ctx.task_ctx())
                         .await
                         .map_err(|e| e.to_string())
                 })?;
@@ -302,7 +310,7 @@ impl Engine {
 pub type ColumnsRead = Vec<(EventKind, Vec<usize>)>;
 
 /// A context's tables, to be refilled before each run.
-type HeldTables = Vec<(EventKind, Arc<MemTable>)>;
+type HeldTables = Vec<(EventKind, Arc<LiveTable>)>;
 
 /// The columns of each `<kind>_rows` table an optimized plan scans
 /// (indexes into `table_schema`): the only ones its rule needs kept.
@@ -341,21 +349,18 @@ fn columns_read(plan: &LogicalPlan) -> Result<ColumnsRead, String> {
     Ok(read)
 }
 
-/// A rule's own context, its tables and (without `${now}`) its plan.
+/// A rule's own context, its tables and (without `${now}`) its physical plan.
 pub struct Prepared {
     ctx: SessionContext,
     tables: HeldTables,
-    plan: Option<LogicalPlan>,
+    physical: Option<Arc<dyn ExecutionPlan>>,
     /// Per table it reads, the columns it uses.
     pub columns: ColumnsRead,
 }
 
-/// Replace a table's contents (one partition).
-fn fill(table: &MemTable, batches: Vec<RecordBatch>) {
-    // only this thread ever locks it, between queries
-    *table.batches[0]
-        .try_write()
-        .expect("a window table is not in use between queries") = batches;
+/// Replace a table's contents.
+fn fill(table: &LiveTable, batches: Vec<RecordBatch>) {
+    *table.batches.lock() = batches;
 }
 
 fn check_output(schema: &Schema) -> Result<(), String> {

@@ -5,5 +5,6 @@
 pub mod check;
 pub mod engine;
 pub mod examples;
+pub mod live;
 pub mod model;
 pub mod regex;
