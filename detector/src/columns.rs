@@ -36,23 +36,8 @@ fn all_null(array: &dyn Array) -> bool {
 /// A table batch with unread (`needed[i]` false) and all-null nullable
 /// columns replaced by shared nulls.
 pub fn compact(kind: EventKind, batch: &RecordBatch, needed: Option<&[bool]>) -> RecordBatch {
-    let n = batch.num_rows();
-    let schema = batch.schema();
-    let columns = batch
-        .columns()
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let read = needed.is_none_or(|needed| needed.get(i).copied().unwrap_or(true));
-            // non-nullable columns (times, sequence numbers) stay: a few bytes
-            if (!read || all_null(a.as_ref())) && schema.field(i).is_nullable() {
-                shared_null(kind, i, a.data_type(), n)
-            } else {
-                a.clone()
-            }
-        })
-        .collect();
-    RecordBatch::try_new(batch.schema(), columns).expect("same schema, same length")
+    rebuild(kind, batch, needed, batch.num_rows(), |a| Ok(a.clone()))
+        .expect("same schema, same length")
 }
 
 /// The rows of a table batch where `mask` is true, compacted as by
@@ -63,21 +48,35 @@ pub fn filter(
     mask: &arrow_array::BooleanArray,
     needed: Option<&[bool]>,
 ) -> Result<RecordBatch, String> {
-    let schema = batch.schema();
-    let kept = mask.true_count();
     let predicate = datafusion::arrow::compute::FilterBuilder::new(mask)
         .optimize()
         .build();
+    rebuild(kind, batch, needed, mask.true_count(), |a| {
+        predicate.filter(a).map_err(|e| e.to_string())
+    })
+}
+
+/// A batch of `rows` rows whose columns are shared nulls where unread or
+/// all null (and nullable), and `keep(column)` otherwise.
+fn rebuild(
+    kind: EventKind,
+    batch: &RecordBatch,
+    needed: Option<&[bool]>,
+    rows: usize,
+    keep: impl Fn(&ArrayRef) -> Result<ArrayRef, String>,
+) -> Result<RecordBatch, String> {
+    let schema = batch.schema();
     let columns = batch
         .columns()
         .iter()
         .enumerate()
         .map(|(i, a)| {
             let read = needed.is_none_or(|needed| needed.get(i).copied().unwrap_or(true));
+            // non-nullable columns (times, sequence numbers) stay: a few bytes
             if (!read || all_null(a.as_ref())) && schema.field(i).is_nullable() {
-                Ok(shared_null(kind, i, a.data_type(), kept))
+                Ok(shared_null(kind, i, a.data_type(), rows))
             } else {
-                predicate.filter(a).map_err(|e| e.to_string())
+                keep(a)
             }
         })
         .collect::<Result<Vec<ArrayRef>, String>>()?;

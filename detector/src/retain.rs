@@ -39,8 +39,7 @@ pub struct Keeper {
 pub struct Retention {
     pub keepers: Vec<Keeper>,
     /// Per kind, the event columns worth decoding (`None`: all): what the
-    /// keepers hold and their predicates read, the time and the
-    /// non-nullable columns.
+    /// keepers hold and their predicates read.
     decoded: Vec<(EventKind, Option<Vec<usize>>)>,
     /// Per rule (in the order given), (table, keeper index) for each table
     /// it reads.
@@ -207,12 +206,8 @@ impl Retention {
 
 fn decoded_columns(kind: EventKind, keepers: &[Keeper]) -> Option<Vec<usize>> {
     let event = vigil_schema::arrow::schema_for(kind);
-    let mut columns: Vec<usize> = vec![0];
-    for (i, f) in event.fields().iter().enumerate() {
-        if !f.is_nullable() {
-            columns.push(i);
-        }
-    }
+    // the time and non-nullable columns: `decode` always reads them
+    let mut columns: Vec<usize> = Vec::new();
     for keeper in keepers.iter().filter(|k| k.kind == kind) {
         let needed = keeper.needed.as_ref()?;
         columns.extend((0..event.fields().len()).filter(|i| needed[*i]));

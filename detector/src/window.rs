@@ -315,10 +315,6 @@ impl Window {
         self.rows
     }
 
-    pub fn span_ms(&self) -> i64 {
-        self.span_ms
-    }
-
     pub fn min_time(&self) -> Option<i64> {
         self.kept
             .iter()

@@ -255,12 +255,7 @@ impl Engine {
                         .await
                         .map_err(|e| e.to_string())
                 })?;
-                let mut findings = Vec::new();
-                for b in &batches {
-                    check_output(b.schema().as_ref())?;
-                    findings.extend(findings_of(b)?);
-                }
-                Ok(findings)
+                findings_in(&batches)
             }
         };
         // the window's batches are not held between runs
@@ -288,12 +283,7 @@ impl Engine {
             let df = ctx.sql(sql).await.map_err(|e| e.to_string())?;
             df.collect().await.map_err(|e| e.to_string())
         })?;
-        let mut findings = Vec::new();
-        for b in &batches {
-            check_output(b.schema().as_ref())?;
-            findings.extend(findings_of(b)?);
-        }
-        Ok(findings)
+        findings_in(&batches)
     }
 
     /// Render a rule for evaluation at event time `now_ms`.
@@ -421,6 +411,16 @@ fn strings(array: &ArrayRef) -> Result<Vec<Option<String>>, String> {
     Ok((0..s.len())
         .map(|i| s.is_valid(i).then(|| s.value(i).to_string()))
         .collect())
+}
+
+/// Every output row of a query's batches as a finding.
+fn findings_in(batches: &[RecordBatch]) -> Result<Vec<Finding>, String> {
+    let mut findings = Vec::new();
+    for b in batches {
+        check_output(b.schema().as_ref())?;
+        findings.extend(findings_of(b)?);
+    }
+    Ok(findings)
 }
 
 fn findings_of(batch: &RecordBatch) -> Result<Vec<Finding>, String> {
