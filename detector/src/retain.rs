@@ -5,11 +5,19 @@
 //! no rule reads it. A workstation's bulk (file opens of compilers and
 //! browsers) so never reaches the window when the rules are about agents.
 //! Predicates are compiled once into DataFusion physical expressions.
+//!
+//! The conjuncts every keeper of a table shares (most often
+//! `agent_id IS NOT NULL`) form the table's prefilter: evaluated once per
+//! batch, the rows it passes are the only ones each keeper's own remaining
+//! conjuncts see. Most events belong to no agent, so most of a batch is
+//! dropped at the cost of one predicate rather than one per keeper.
 
 use std::sync::Arc;
 
 use arrow_array::{Array, BooleanArray, RecordBatch};
 use datafusion::common::DFSchema;
+use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
+use datafusion::logical_expr::Expr;
 use datafusion::optimizer::simplify_expressions::{ExprSimplifier, SimplifyContext};
 use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::PhysicalExpr;
@@ -27,7 +35,13 @@ pub struct Keeper {
     /// The predicate as written (after `${param}` substitution); `None`
     /// keeps every row (a reader that says nothing).
     pub predicate: Option<String>,
+    /// The predicate's conjuncts (simplified); empty keeps every row.
+    conjuncts: Vec<Expr>,
+    /// The whole predicate, compiled (for the columns it reads).
     expr: Option<Arc<dyn PhysicalExpr>>,
+    /// The conjuncts the table's prefilter does not already apply;
+    /// `None`: every row the prefilter passes.
+    rest: Option<Arc<dyn PhysicalExpr>>,
     /// The longest lookback of the rules it serves.
     pub lookback_ms: i64,
     /// The columns its rules read (`None`: every column).
@@ -38,12 +52,22 @@ pub struct Keeper {
 /// holds its rows of each table it reads.
 pub struct Retention {
     pub keepers: Vec<Keeper>,
+    /// Per kind, the conjuncts all its keepers share (see the module doc).
+    prefilters: Vec<Prefilter>,
     /// Per kind, the event columns worth decoding (`None`: all): what the
     /// keepers hold and their predicates read.
     decoded: Vec<(EventKind, Option<Vec<usize>>)>,
     /// Per rule (in the order given), (table, keeper index) for each table
     /// it reads.
     pub inputs: Vec<Vec<(EventKind, usize)>>,
+}
+
+/// The conjuncts shared by every keeper of one table, applied once.
+struct Prefilter {
+    kind: EventKind,
+    expr: Arc<dyn PhysicalExpr>,
+    /// The columns the rows it passes carry on to the keepers (`None`: all).
+    carry: Option<Vec<bool>>,
 }
 
 /// The rows of one batch that the window keeps, per keeper.
@@ -59,10 +83,12 @@ pub struct Split {
 
 /// Compile a predicate over a kind's table.
 pub fn compile(kind: EventKind, predicate: &str) -> Result<Arc<dyn PhysicalExpr>, String> {
-    let ctx = SessionContext::new();
-    ctx.register_udf(crate::rules::regex::regexp_like());
-    let schema =
-        DFSchema::try_from(table_schema(kind).as_ref().clone()).map_err(|e| e.to_string())?;
+    physical(kind, parse(kind, predicate)?)
+}
+
+/// A predicate over a kind's table as a simplified logical expression.
+fn parse(kind: EventKind, predicate: &str) -> Result<Expr, String> {
+    let (ctx, schema) = context(kind)?;
     let expr = ctx
         .parse_sql_expr(predicate, &schema)
         .map_err(|e| format!("keep.{}: {e}", kind.as_str()))?;
@@ -71,11 +97,23 @@ pub fn compile(kind: EventKind, predicate: &str) -> Result<Arc<dyn PhysicalExpr>
     let simplify = SimplifyContext::builder()
         .with_schema(Arc::new(schema.clone()))
         .build();
-    let expr = ExprSimplifier::new(simplify)
+    ExprSimplifier::new(simplify)
         .simplify(expr)
-        .map_err(|e| format!("keep.{}: {e}", kind.as_str()))?;
+        .map_err(|e| format!("keep.{}: {e}", kind.as_str()))
+}
+
+fn physical(kind: EventKind, expr: Expr) -> Result<Arc<dyn PhysicalExpr>, String> {
+    let (ctx, schema) = context(kind)?;
     ctx.create_physical_expr(expr, &schema)
         .map_err(|e| format!("keep.{}: {e}", kind.as_str()))
+}
+
+fn context(kind: EventKind) -> Result<(SessionContext, DFSchema), String> {
+    let ctx = SessionContext::new();
+    ctx.register_udf(crate::rules::regex::regexp_like());
+    let schema =
+        DFSchema::try_from(table_schema(kind).as_ref().clone()).map_err(|e| e.to_string())?;
+    Ok((ctx, schema))
 }
 
 impl Retention {
@@ -118,15 +156,22 @@ impl Retention {
                         at
                     }
                     None => {
-                        let expr = predicate
+                        let logical = predicate
                             .as_deref()
-                            .map(|p| compile(kind, p))
+                            .map(|p| parse(kind, p))
+                            .transpose()
+                            .map_err(|e| format!("{}: {e}", rule.id))?;
+                        let expr = logical
+                            .clone()
+                            .map(|e| physical(kind, e))
                             .transpose()
                             .map_err(|e| format!("{}: {e}", rule.id))?;
                         keepers.push(Keeper {
                             kind,
                             predicate,
+                            conjuncts: logical.map(split_conjunction_owned).unwrap_or_default(),
                             expr,
+                            rest: None,
                             lookback_ms,
                             needed,
                         });
@@ -141,8 +186,15 @@ impl Retention {
             .into_iter()
             .map(|kind| (kind, decoded_columns(kind, &keepers)))
             .collect();
+        let mut prefilters = Vec::new();
+        for kind in EventKind::ALL {
+            if let Some(p) = prefilter(kind, &mut keepers)? {
+                prefilters.push(p);
+            }
+        }
         Ok(Retention {
             keepers,
+            prefilters,
             inputs,
             decoded,
         })
@@ -152,21 +204,56 @@ impl Retention {
     pub fn split(&self, kind: EventKind, batch: &RecordBatch) -> Result<Split, String> {
         let mut kept = Vec::new();
         let mut errors = Vec::new();
-        let mut union: Option<BooleanArray> = None;
         let rows = batch.num_rows();
-        for (i, keeper) in self.keepers.iter().enumerate() {
-            if keeper.kind != kind {
-                continue;
+        let mine = || {
+            self.keepers
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| k.kind == kind)
+        };
+        // the shared conjuncts first: the keepers see only the rows they pass
+        let prefiltered;
+        let mut base = batch;
+        if let Some(pre) = self.prefilters.iter().find(|p| p.kind == kind) {
+            match mask(&pre.expr, batch) {
+                Ok(m) if m.true_count() == 0 => {
+                    return Ok(Split {
+                        kept,
+                        rows_kept: 0,
+                        errors,
+                    })
+                }
+                Ok(m) if m.true_count() == rows => {}
+                Ok(m) => {
+                    prefiltered = columns::filter(kind, batch, &m, pre.carry.as_deref())?;
+                    base = &prefiltered;
+                }
+                Err(e) => {
+                    // better too much than an alert lost: every keeper keeps it all
+                    for (i, keeper) in mine() {
+                        errors.push((i, e.clone()));
+                        kept.push((i, compact(kind, batch, keeper.needed.as_deref())));
+                    }
+                    return Ok(Split {
+                        kept,
+                        rows_kept: rows,
+                        errors,
+                    });
+                }
             }
+        }
+        let rows = base.num_rows();
+        let mut union: Option<BooleanArray> = None;
+        for (i, keeper) in mine() {
             let needed = keeper.needed.as_deref();
-            let Some(expr) = &keeper.expr else {
+            let Some(expr) = &keeper.rest else {
                 if rows > 0 {
-                    kept.push((i, compact(kind, batch, needed)));
+                    kept.push((i, compact(kind, base, needed)));
                 }
                 union = Some(BooleanArray::from(vec![true; rows]));
                 continue;
             };
-            let mask = mask(expr, batch).unwrap_or_else(|e| {
+            let mask = mask(expr, base).unwrap_or_else(|e| {
                 errors.push((i, e));
                 BooleanArray::from(vec![true; rows])
             });
@@ -176,8 +263,8 @@ impl Retention {
             });
             match mask.true_count() {
                 0 => {}
-                n if n == rows => kept.push((i, compact(kind, batch, needed))),
-                _ => kept.push((i, columns::filter(kind, batch, &mask, needed)?)),
+                n if n == rows => kept.push((i, compact(kind, base, needed))),
+                _ => kept.push((i, columns::filter(kind, base, &mask, needed)?)),
             }
         }
         let rows_kept = union.map_or(0, |u| u.true_count());
@@ -202,6 +289,62 @@ impl Retention {
             .iter()
             .map(|k| (k.kind, k.predicate.as_deref().unwrap_or("(every row)")))
     }
+}
+
+/// The conjuncts all keepers of `kind` share, compiled into its prefilter;
+/// each keeper's `rest` is set to what remains of its predicate.
+fn prefilter(kind: EventKind, keepers: &mut [Keeper]) -> Result<Option<Prefilter>, String> {
+    let mine: Vec<&mut Keeper> = keepers.iter_mut().filter(|k| k.kind == kind).collect();
+    let shared: Vec<Expr> = match mine.first() {
+        // a keeper keeping every row: nothing is shared
+        Some(first) if mine.iter().all(|k| !k.conjuncts.is_empty()) => first
+            .conjuncts
+            .iter()
+            .filter(|c| mine.iter().all(|k| k.conjuncts.contains(c)))
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut carry: Option<Vec<bool>> = None;
+    let mut carry_all = false;
+    for keeper in mine {
+        let rest: Vec<Expr> = keeper
+            .conjuncts
+            .iter()
+            .filter(|c| !shared.contains(c))
+            .cloned()
+            .collect();
+        keeper.rest = match conjunction(rest) {
+            Some(e) => Some(physical(kind, e)?),
+            // no predicate at all, or nothing beyond the shared part
+            None if shared.is_empty() => keeper.expr.clone(),
+            None => None,
+        };
+        // what the prefiltered rows must still hold: the keeper's columns
+        // and those its remaining conjuncts read
+        match &keeper.needed {
+            None => carry_all = true,
+            Some(needed) => {
+                let c = carry.get_or_insert_with(|| vec![false; needed.len()]);
+                for (i, n) in needed.iter().enumerate() {
+                    c[i] |= n;
+                }
+                for col in keeper.rest.iter().flat_map(collect_columns) {
+                    if let Some(slot) = c.get_mut(col.index()) {
+                        *slot = true;
+                    }
+                }
+            }
+        }
+    }
+    let Some(shared) = conjunction(shared) else {
+        return Ok(None);
+    };
+    Ok(Some(Prefilter {
+        kind,
+        expr: physical(kind, shared)?,
+        carry: if carry_all { None } else { carry },
+    }))
 }
 
 fn decoded_columns(kind: EventKind, keepers: &[Keeper]) -> Option<Vec<usize>> {
@@ -299,21 +442,39 @@ mod tests {
         };
         let mut b = EventBatchBuilder::new(EventKind::File);
         let events = [
-            (None, "/home/ana/.aws/credentials"),
-            (Some("a"), "/home/ana/.aws/credentials"),
-            (None, "/tmp/x"),
-            (Some("b"), "/home/ana/src/main.rs"),
+            (None, "open", "/home/ana/.aws/credentials", None),
+            (Some("a"), "open", "/home/ana/.aws/credentials", None),
+            (None, "open", "/tmp/x", None),
+            (Some("b"), "open", "/home/ana/src/main.rs", None),
         ];
-        for (i, (agent, path)) in events.into_iter().enumerate() {
-            let mut e = Event::new(EventKind::File, 1001, 14, "open", i as i64, 0, "h", "h");
+        // rows for the other file keepers, after the four the split below counts
+        let more = [
+            (
+                Some("b"),
+                "rename",
+                "/home/ana/.x.tmp",
+                Some("/home/ana/.bashrc"),
+            ),
+            (Some("b"), "delete", "/home/ana/.bash_history", None),
+            (None, "delete", "/home/ana/.bash_history", None),
+            (Some("c"), "open", "/home/ana/.ssh/id_ed25519", None),
+        ];
+        let mut all = EventBatchBuilder::new(EventKind::File);
+        for (i, (agent, activity, path, new_path)) in events.into_iter().chain(more).enumerate() {
+            let mut e = Event::new(EventKind::File, 1001, 14, activity, i as i64, 0, "h", "h");
             e.agent_id = agent.map(str::to_string);
             e.process = Some(Process::default());
             e.file = Some(FileActivity {
                 path: path.into(),
+                new_path: new_path.map(str::to_string),
                 ..Default::default()
             });
-            b.append(&e, None);
+            if i < events.len() {
+                b.append(&e, None);
+            }
+            all.append(&e, None);
         }
+        let all = table_batch(EventKind::File, &all.finish(), 7).unwrap();
         let batch = table_batch(EventKind::File, &b.finish(), 7).unwrap();
         let split = retention.split(EventKind::File, &batch).unwrap();
         // only the agent's credential read is of use to any rule
@@ -347,6 +508,30 @@ mod tests {
             .kept
             .iter()
             .any(|(k, _)| *k == keeper_of("persistence.write")));
+        // the prefilter changes nothing: each keeper holds exactly the rows
+        // its whole predicate selects
+        let split = retention.split(EventKind::File, &all).unwrap();
+        assert!(split.rows_kept >= 4, "{}", split.rows_kept);
+        for (k, keeper) in retention.keepers.iter().enumerate() {
+            if keeper.kind != EventKind::File {
+                continue;
+            }
+            let direct = filter(keeper.expr.as_ref().unwrap(), all.clone()).unwrap();
+            let held = split.kept.iter().find(|(i, _)| *i == k).map(|(_, b)| b);
+            let rows = |b: Option<&RecordBatch>| {
+                b.map(|b| {
+                    b.column_by_name("batch_row")
+                        .unwrap()
+                        .as_any()
+                        .downcast_ref::<arrow_array::UInt32Array>()
+                        .unwrap()
+                        .values()
+                        .to_vec()
+                })
+                .unwrap_or_default()
+            };
+            assert_eq!(rows(held), rows(direct.as_ref()), "{:?}", keeper.predicate);
+        }
         // no rule at all: nothing is kept
         let none = Retention::for_rules(&[], None).unwrap();
         let empty = table_batch(
