@@ -44,19 +44,13 @@ fn decode_arrow(
 ) -> Result<Decoded, String> {
     // what the caller wants read, plus the time and every non-nullable column
     let pick = |kind: EventKind| columns_with_required(kind, &columns);
-    let hint = message
-        .envelope
-        .kind
-        .as_deref()
-        .and_then(|k| EventKind::ALL.into_iter().find(|e| e.as_str() == k));
-    let p =
-        vigil_schema::ipc::decode_projected(&message.payload, hint, pick).map_err(|e| match e {
-            DecodeError::Version { found } => format!(
-                "unknown schema version {} (this detector reads {SCHEMA_VERSION})",
-                found.as_deref().unwrap_or("(none)")
-            ),
-            other => format!("not a Vigil Arrow batch: {other}"),
-        })?;
+    let p = vigil_schema::ipc::decode_projected(&message.payload, pick).map_err(|e| match e {
+        DecodeError::Version { found } => format!(
+            "unknown schema version {} (this detector reads {SCHEMA_VERSION})",
+            found.as_deref().unwrap_or("(none)")
+        ),
+        other => format!("not a Vigil Arrow batch: {other}"),
+    })?;
     let kind = p.identity.kind;
     let expected = schema_for(kind);
     // the stream must have the kind's schema, column for column (also
@@ -260,15 +254,6 @@ mod tests {
         let exe = schema.index_of("process_exe").unwrap();
         let d = decode(&message(payload.clone()), |_| Some(vec![0, path])).unwrap();
         assert_eq!((d.min_time, d.max_time, d.seq), (5_000, 5_000, 3));
-        // the kind known beforehand (spool record, Kafka header): read once, same result
-        let mut hinted = message(payload.clone());
-        hinted.envelope.kind = Some("file".into());
-        let h = decode(&hinted, |_| Some(vec![0, path])).unwrap();
-        assert_eq!(h.batch, d.batch);
-        // a wrong hint is only a detour
-        hinted.envelope.kind = Some("network".into());
-        let w = decode(&hinted, |_| Some(vec![0, path])).unwrap();
-        assert_eq!(w.batch, d.batch);
         let full = decode(&message(payload), |_| None).unwrap();
         assert_eq!(d.batch.schema(), full.batch.schema());
         assert_eq!(d.batch.column(path), full.batch.column(path));
@@ -289,11 +274,7 @@ mod tests {
         let schema = std::sync::Arc::new(batch.schema().as_ref().clone().with_metadata(file_meta));
         let lying = RecordBatch::try_new(schema, batch.columns().to_vec()).unwrap();
         let payload = encode(&lying, "h", 1, Compression::None).unwrap();
-        let e = decode(&message(payload.clone()), |_| Some(vec![0])).unwrap_err();
-        assert!(e.contains("file batch"), "{e}");
-        let mut hinted = message(payload);
-        hinted.envelope.kind = Some("file".into());
-        let e = decode(&hinted, |_| Some(vec![0])).unwrap_err();
+        let e = decode(&message(payload), |_| Some(vec![0])).unwrap_err();
         assert!(e.contains("file batch"), "{e}");
     }
 }
