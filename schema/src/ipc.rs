@@ -111,7 +111,7 @@ fn walk(
     // one aligned copy of the payload; message bodies are slices of it
     let body_bytes = Buffer::from(bytes);
     let mut at = 0usize;
-    let mut stream: Option<(SchemaRef, EventKind, Option<Vec<usize>>, HashSet<i64>)> = None;
+    let mut stream: Option<Header> = None;
     let mut dictionaries: HashMap<i64, ArrayRef> = HashMap::new();
     let mut batches = Vec::new();
     loop {
@@ -166,10 +166,15 @@ fn walk(
                     }
                 }
                 let wanted = dictionary_ids(&schema, columns.as_deref());
-                stream = Some((schema, kind, columns, wanted));
+                stream = Some(Header {
+                    schema,
+                    kind,
+                    columns,
+                    wanted,
+                });
             }
             MessageHeader::DictionaryBatch => {
-                let (schema, _, _, wanted) = stream
+                let Header { schema, wanted, .. } = stream
                     .as_ref()
                     .ok_or_else(|| ipc("a dictionary before the schema".into()))?;
                 let dict = message
@@ -187,7 +192,9 @@ fn walk(
                 }
             }
             MessageHeader::RecordBatch => {
-                let (schema, _, columns, _) = stream
+                let Header {
+                    schema, columns, ..
+                } = stream
                     .as_ref()
                     .ok_or_else(|| ipc("a record batch before the schema".into()))?;
                 let batch = message
@@ -205,7 +212,12 @@ fn walk(
             other => return Err(ipc(format!("unexpected {other:?} message in a stream"))),
         }
     }
-    let (schema, kind, columns, _) = stream.ok_or_else(|| ipc("stream has no schema".into()))?;
+    let Header {
+        schema,
+        kind,
+        columns,
+        ..
+    } = stream.ok_or_else(|| ipc("stream has no schema".into()))?;
     let identity = identity(kind, &schema)?;
     Ok(Projected {
         identity,
@@ -213,6 +225,15 @@ fn walk(
         columns,
         batches,
     })
+}
+
+/// What the schema message said: the stream's schema and kind, the
+/// columns to read and the dictionaries they use.
+struct Header {
+    schema: SchemaRef,
+    kind: EventKind,
+    columns: Option<Vec<usize>>,
+    wanted: HashSet<i64>,
 }
 
 const CONTINUATION: u32 = 0xFFFF_FFFF;
