@@ -108,8 +108,6 @@ fn walk(
     projection: impl Fn(EventKind) -> Option<Vec<usize>>,
 ) -> Result<Projected, DecodeError> {
     let ipc = |problem: String| DecodeError::Arrow(ArrowError::IpcError(problem));
-    // one aligned copy of the payload; message bodies are slices of it
-    let body_bytes = Buffer::from(bytes);
     let mut at = 0usize;
     let mut stream: Option<Header> = None;
     let mut dictionaries: HashMap<i64, ArrayRef> = HashMap::new();
@@ -143,8 +141,11 @@ fn walk(
                 "message body at byte {at} runs {body_len} bytes past the end"
             )));
         }
-        let body = body_bytes.slice_with_length(at, body_len);
-        at += body_len;
+        // copied only when read, each body on its own: arrays that stay
+        // slices of it (uncompressed buffers) keep only their message alive
+        let (from, to) = (at, at + body_len);
+        let body = || Buffer::from(&bytes[from..to]);
+        at = to;
         let version = message.version();
         match message.header_type() {
             MessageHeader::Schema => {
@@ -183,7 +184,7 @@ fn walk(
                 // the dictionaries of columns not read are skipped unread
                 if wanted.contains(&dict.id()) {
                     arrow_ipc::reader::read_dictionary(
-                        &body,
+                        &body(),
                         dict,
                         schema,
                         &mut dictionaries,
@@ -201,7 +202,7 @@ fn walk(
                     .header_as_record_batch()
                     .ok_or_else(|| ipc("unreadable record batch message".into()))?;
                 batches.push(arrow_ipc::reader::read_record_batch(
-                    &body,
+                    &body(),
                     batch,
                     schema.clone(),
                     &dictionaries,
