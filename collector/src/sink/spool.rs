@@ -92,6 +92,7 @@ impl SpoolThread {
                     shipper,
                     metrics,
                     errors: 0,
+                    loss_batches: std::collections::BTreeMap::new(),
                 };
                 w.run(rx)
             })?;
@@ -114,7 +115,15 @@ struct Writer {
     shipper: Option<Arc<Notify>>,
     metrics: Arc<Metrics>,
     errors: u64,
+    /// The reports in each loss batch written (by collector sequence
+    /// number), so that a loss batch evicted in its turn is reported again
+    /// rather than taking its reports with it. Bounded: the oldest are
+    /// dropped first, long shipped by then.
+    loss_batches: std::collections::BTreeMap<u64, Vec<LossReport>>,
 }
+
+/// Loss batches remembered for re-reporting (see `Writer::loss_batches`).
+const LOSS_BATCHES_REMEMBERED: usize = 4096;
 
 impl Writer {
     fn run(&mut self, rx: Receiver<Batch>) {
@@ -134,6 +143,13 @@ impl Writer {
     }
 
     fn write(&mut self, batch: Batch) {
+        self.append(batch, None);
+    }
+
+    /// Append a batch; `loss` holds the reports of a loss batch, which
+    /// counts no events in the spool: loss events are bookkeeping, and
+    /// their own eviction is reported by re-issuing what they said.
+    fn append(&mut self, batch: Batch, loss: Option<Vec<LossReport>>) {
         let kind = batch.kind;
         let seq = self.writer.next_seq(kind);
         let (encoding, payload) = match batch.payload {
@@ -143,8 +159,15 @@ impl Writer {
             },
             Payload::Json(lines) => (Encoding::Json, lines),
         };
-        match self.writer.append(kind, encoding, batch.events, &payload) {
+        let events = if loss.is_some() { 0 } else { batch.events };
+        match self.writer.append(kind, encoding, events, &payload) {
             Ok(appended) => {
+                if let Some(reports) = loss {
+                    self.loss_batches.insert(appended.seq, reports);
+                    while self.loss_batches.len() > LOSS_BATCHES_REMEMBERED {
+                        self.loss_batches.pop_first();
+                    }
+                }
                 if !appended.evicted.is_empty() {
                     self.report_losses(appended.evicted);
                 }
@@ -157,9 +180,24 @@ impl Writer {
     }
 
     /// Append one `loss` event per evicted (segment, kind) as a collector batch.
-    fn report_losses(&mut self, reports: Vec<LossReport>) {
+    fn report_losses(&mut self, mut reports: Vec<LossReport>) {
+        // loss batches among the evicted: what they reported is lost again
+        let collector = EventKind::Collector.as_str();
+        let mut again = Vec::new();
+        for r in reports.iter().filter(|r| r.lost_kind == collector) {
+            let evicted: Vec<u64> = self
+                .loss_batches
+                .range(r.first_seq..=r.last_seq)
+                .map(|(seq, _)| *seq)
+                .collect();
+            for seq in evicted {
+                again.extend(self.loss_batches.remove(&seq).unwrap_or_default());
+            }
+        }
+        reports.extend(again);
         let events: Vec<vigil_schema::Event> = reports
-            .into_iter()
+            .iter()
+            .cloned()
             .map(|report| {
                 let mut ev = crate::pipeline::collector_event(&self.host, 2, "loss");
                 ev.loss = Some(report);
@@ -185,11 +223,14 @@ impl Writer {
             }
         };
         // its own append may evict more: reported by the next loss batch
-        self.write(Batch {
-            kind: EventKind::Collector,
-            events: events.len() as u32,
-            payload,
-        });
+        self.append(
+            Batch {
+                kind: EventKind::Collector,
+                events: events.len() as u32,
+                payload,
+            },
+            Some(reports),
+        );
     }
 
     fn failed(&mut self, events: u32, why: &str) {
