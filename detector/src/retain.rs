@@ -147,12 +147,7 @@ impl Retention {
                     Some(at) => {
                         let k = &mut keepers[at];
                         k.lookback_ms = k.lookback_ms.max(lookback_ms);
-                        k.needed = match (k.needed.take(), needed) {
-                            (Some(a), Some(b)) => {
-                                Some(a.iter().zip(&b).map(|(x, y)| *x || *y).collect())
-                            }
-                            _ => None,
-                        };
+                        k.needed = either(k.needed.take(), needed);
                         at
                     }
                     None => {
@@ -305,8 +300,9 @@ fn prefilter(kind: EventKind, keepers: &mut [Keeper]) -> Result<Option<Prefilter
             .collect(),
         _ => Vec::new(),
     };
-    let mut carry: Option<Vec<bool>> = None;
-    let mut carry_all = false;
+    // what the prefiltered rows must still hold: every keeper's columns and
+    // those its remaining conjuncts read
+    let mut carry = Some(vec![false; table_schema(kind).fields().len()]);
     for keeper in mine {
         let rest: Vec<Expr> = keeper
             .conjuncts
@@ -314,28 +310,17 @@ fn prefilter(kind: EventKind, keepers: &mut [Keeper]) -> Result<Option<Prefilter
             .filter(|c| !shared.contains(c))
             .cloned()
             .collect();
-        keeper.rest = match conjunction(rest) {
-            Some(e) => Some(physical(kind, e)?),
-            // no predicate at all, or nothing beyond the shared part
-            None if shared.is_empty() => keeper.expr.clone(),
-            None => None,
-        };
-        // what the prefiltered rows must still hold: the keeper's columns
-        // and those its remaining conjuncts read
-        match &keeper.needed {
-            None => carry_all = true,
-            Some(needed) => {
-                let c = carry.get_or_insert_with(|| vec![false; needed.len()]);
-                for (i, n) in needed.iter().enumerate() {
-                    c[i] |= n;
-                }
-                for col in keeper.rest.iter().flat_map(collect_columns) {
-                    if let Some(slot) = c.get_mut(col.index()) {
-                        *slot = true;
-                    }
+        // `None`: no predicate at all, or nothing beyond the shared part
+        keeper.rest = conjunction(rest).map(|e| physical(kind, e)).transpose()?;
+        let mut reads = keeper.needed.clone();
+        if let Some(reads) = &mut reads {
+            for col in keeper.rest.iter().flat_map(collect_columns) {
+                if let Some(slot) = reads.get_mut(col.index()) {
+                    *slot = true;
                 }
             }
         }
+        carry = either(carry, reads);
     }
     let Some(shared) = conjunction(shared) else {
         return Ok(None);
@@ -343,8 +328,16 @@ fn prefilter(kind: EventKind, keepers: &mut [Keeper]) -> Result<Option<Prefilter
     Ok(Some(Prefilter {
         kind,
         expr: physical(kind, shared)?,
-        carry: if carry_all { None } else { carry },
+        carry,
     }))
+}
+
+/// Columns either of two readers needs (`None`: every column).
+fn either(a: Option<Vec<bool>>, b: Option<Vec<bool>>) -> Option<Vec<bool>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.iter().zip(&b).map(|(x, y)| *x || *y).collect()),
+        _ => None,
+    }
 }
 
 fn decoded_columns(kind: EventKind, keepers: &[Keeper]) -> Option<Vec<usize>> {

@@ -314,7 +314,7 @@ mod tests {
     }
 
     #[test]
-    fn a_projection_reads_its_columns_and_their_dictionaries_only() {
+    fn a_projection_reads_its_dictionary_columns_whole() {
         let mut b = EventBatchBuilder::new(EventKind::File);
         for i in 0..50 {
             let mut ev = Event::new(EventKind::File, 1001, 14, "open", i, 0, "h", "n");

@@ -129,7 +129,7 @@ impl Writer {
     fn run(&mut self, rx: Receiver<Batch>) {
         loop {
             match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(batch) => self.write(batch),
+                Ok(batch) => self.append(batch, None),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -140,10 +140,6 @@ impl Writer {
         if let Err(e) = self.writer.sync() {
             error!(error = %e, "spool: final fsync failed");
         }
-    }
-
-    fn write(&mut self, batch: Batch) {
-        self.append(batch, None);
     }
 
     /// Append a batch; `loss` holds the reports of a loss batch, which
