@@ -10,6 +10,27 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
+/// The collector's end of the gateway link (`schema::link`): a unix socket
+/// only the gateway's user may use (checked with the peer's credentials).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    /// Where the socket is created (its directory must exist).
+    #[serde(default = "default_link_socket")]
+    pub socket: PathBuf,
+    /// Users (names or numeric uids) whose processes may connect: the
+    /// gateway's service user. Anyone else is refused and counted.
+    #[serde(default = "default_link_users")]
+    pub allowed_users: Vec<String>,
+}
+
+fn default_link_socket() -> PathBuf {
+    PathBuf::from("/run/vigil/collector.sock")
+}
+fn default_link_users() -> Vec<String> {
+    vec!["vigil-gateway".into()]
+}
+
 /// Top-level configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,9 +65,10 @@ pub struct Config {
     pub agents: Vec<AgentConfig>,
     #[serde(default)]
     pub redaction: RedactionConfig,
-    /// The quantum job gateway (absent: no gateway).
+    /// The local socket the quantum job gateway asks who its callers are
+    /// and hands its job records to (absent: no gateway link).
     #[serde(default)]
-    pub gateway: Option<GatewayConfig>,
+    pub link: Option<LinkConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -208,152 +230,6 @@ pub struct RedactionConfig {
     pub flags: Vec<String>,
 }
 
-/// The local quantum job gateway: SDKs send their provider calls here; it
-/// relays them upstream, records each job and applies the policy.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GatewayConfig {
-    /// Loopback by default: agents on this host only.
-    #[serde(default = "default_gateway_listen")]
-    pub listen: String,
-    pub routes: Vec<RouteConfig>,
-    #[serde(default)]
-    pub policy: PolicyConfig,
-    /// A job body larger than this is refused (413) before it is read whole.
-    #[serde(default = "default_gateway_max_body_bytes")]
-    pub max_body_bytes: usize,
-    /// What to do with a submission whose body cannot be read as a job.
-    #[serde(default)]
-    pub on_parse_error: OnParseError,
-    /// An upstream that has not answered (headers) in this long gets a 504.
-    #[serde(default = "default_gateway_upstream_timeout_secs")]
-    pub upstream_timeout_secs: u64,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnParseError {
-    #[default]
-    Forward,
-    Deny,
-}
-
-/// `prefix` on the gateway maps to `upstream`: `/ibm/api/v1/jobs` is relayed
-/// to `<upstream>/api/v1/jobs`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    pub prefix: String,
-    /// `ibm_runtime`, `braket`, `ionq` or `generic`.
-    pub provider: String,
-    /// Base URL, `https://host[:port][/path]` (http only for loopback tests).
-    pub upstream: String,
-    /// Extra CA certificates (PEM) trusted for this upstream, besides the system's.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    #[serde(default)]
-    pub credential: Option<CredentialConfig>,
-    /// Generic routes: where the job's fields are (JSON Pointers).
-    #[serde(default)]
-    pub fields: Option<vigil_quantum::providers::GenericFields>,
-}
-
-/// The real provider credential, held by the gateway: the agent is given a
-/// placeholder, and the gateway sets `header` upstream from `file` (or, for
-/// `aws_sigv4`, re-signs every request with the AWS keys in `file`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CredentialConfig {
-    /// `header` (a token in one header) or `aws_sigv4` (Amazon Braket).
-    #[serde(default)]
-    pub kind: CredentialKind,
-    /// Header that carries the credential, e.g. `Authorization`.
-    #[serde(default)]
-    pub header: Option<String>,
-    /// File holding the secret (for `aws_sigv4`: `aws_access_key_id = ...`
-    /// and `aws_secret_access_key = ...` lines); must not be readable by
-    /// group or others.
-    pub file: PathBuf,
-    /// Header value, `{}` standing for the secret: `Bearer {}`, `apiKey {}`.
-    #[serde(default = "default_credential_format")]
-    pub format: String,
-    /// `aws_sigv4`: the region and service signed for.
-    #[serde(default)]
-    pub region: Option<String>,
-    #[serde(default = "default_sigv4_service")]
-    pub service: String,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CredentialKind {
-    #[default]
-    Header,
-    AwsSigv4,
-}
-
-fn default_sigv4_service() -> String {
-    "braket".into()
-}
-
-/// Limits on job submissions, per agent (`agents.<name>`) over the defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyConfig {
-    /// `enforce` (deny over a limit) or `monitor` (record, forward anyway).
-    #[serde(default)]
-    pub mode: PolicyMode,
-    #[serde(flatten)]
-    pub limits: Limits,
-    /// Overrides by agent name (`[[agents]]` name).
-    #[serde(default)]
-    pub agents: std::collections::BTreeMap<String, AgentPolicy>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AgentPolicy {
-    #[serde(default)]
-    pub mode: Option<PolicyMode>,
-    #[serde(flatten)]
-    pub limits: Limits,
-}
-
-/// Every limit is optional: absent means no limit.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct Limits {
-    pub jobs_per_minute: Option<u64>,
-    pub shots_per_hour: Option<u64>,
-    pub executions_per_hour: Option<u64>,
-    pub max_qubits: Option<u32>,
-    /// Backends allowed (names, or Braket device ARNs).
-    pub backends: Option<Vec<String>>,
-    /// Whether QPU (non-simulator) backends are allowed; a backend of
-    /// unknown type counts as a QPU.
-    pub allow_qpu: Option<bool>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PolicyMode {
-    #[default]
-    Enforce,
-    Monitor,
-}
-
-fn default_gateway_listen() -> String {
-    "127.0.0.1:8480".into()
-}
-fn default_gateway_max_body_bytes() -> usize {
-    32 << 20
-}
-fn default_gateway_upstream_timeout_secs() -> u64 {
-    120
-}
-fn default_credential_format() -> String {
-    "{}".into()
-}
-
 fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/vigil")
 }
@@ -487,128 +363,6 @@ impl KafkaConfig {
                 (k.clone(), v)
             })
             .collect()
-    }
-}
-
-fn validate_gateway(
-    g: &GatewayConfig,
-    agents: &[AgentConfig],
-    bad: &mut impl FnMut(String, String),
-) {
-    match g.listen.parse::<std::net::SocketAddr>() {
-        Err(e) => bad(
-            "gateway.listen".into(),
-            format!("must be ip:port, got {:?} ({e})", g.listen),
-        ),
-        Ok(addr) if !addr.ip().is_loopback() => tracing::warn!(
-            %addr,
-            "gateway.listen is not a loopback address: the gateway is reachable from the network"
-        ),
-        Ok(_) => {}
-    }
-    if g.routes.is_empty() {
-        bad(
-            "gateway.routes".into(),
-            "at least one route is needed".into(),
-        );
-    }
-    if g.max_body_bytes < 1024 {
-        bad(
-            "gateway.max_body_bytes".into(),
-            format!("must be at least 1024, got {}", g.max_body_bytes),
-        );
-    }
-    if g.upstream_timeout_secs == 0 {
-        bad(
-            "gateway.upstream_timeout_secs".into(),
-            "must be at least 1".into(),
-        );
-    }
-    let mut prefixes = std::collections::HashSet::new();
-    for (i, r) in g.routes.iter().enumerate() {
-        let at = |k: &str| format!("gateway.routes[{i}].{k}");
-        if !r.prefix.starts_with('/') || r.prefix.len() < 2 || r.prefix.ends_with('/') {
-            bad(
-                at("prefix"),
-                format!("must look like \"/name\", got {:?}", r.prefix),
-            );
-        } else if !prefixes.insert(r.prefix.as_str()) {
-            bad(at("prefix"), format!("duplicate prefix {:?}", r.prefix));
-        }
-        let providers = vigil_quantum::Provider::NAMES;
-        if !providers.contains(&r.provider.as_str()) {
-            bad(
-                at("provider"),
-                format!(
-                    "unknown provider {:?}; known: {}",
-                    r.provider,
-                    providers.join(", ")
-                ),
-            );
-        }
-        match r.upstream.parse::<http::Uri>() {
-            Ok(u)
-                if matches!(u.scheme_str(), Some("https" | "http")) && u.authority().is_some() =>
-            {
-                if u.query().is_some() {
-                    bad(at("upstream"), "must not have a query".into());
-                }
-            }
-            Ok(_) => bad(
-                at("upstream"),
-                format!("must be an http(s)://host URL, got {:?}", r.upstream),
-            ),
-            Err(e) => bad(at("upstream"), format!("invalid URL {:?}: {e}", r.upstream)),
-        }
-        if r.fields.is_some() && r.provider != "generic" {
-            bad(at("fields"), "only generic routes take field paths".into());
-        }
-        if let Some(f) = &r.fields {
-            if let Err(e) = f.validate() {
-                bad(at("fields"), e);
-            }
-        }
-        if let Some(c) = &r.credential {
-            match (c.kind, &c.header) {
-                (CredentialKind::Header, None) => bad(
-                    at("credential.header"),
-                    "is needed (e.g. \"Authorization\")".into(),
-                ),
-                (CredentialKind::Header, Some(h))
-                    if http::HeaderName::from_bytes(h.as_bytes()).is_err() =>
-                {
-                    bad(
-                        at("credential.header"),
-                        format!("invalid header name {h:?}"),
-                    )
-                }
-                (CredentialKind::AwsSigv4, _) if c.region.is_none() => bad(
-                    at("credential.region"),
-                    "aws_sigv4 needs the region it signs for (e.g. \"us-east-1\")".into(),
-                ),
-                _ => {}
-            }
-            if c.kind == CredentialKind::Header && !c.format.contains("{}") {
-                bad(
-                    at("credential.format"),
-                    "must contain {} where the secret goes".into(),
-                );
-            }
-            if !c.file.is_absolute() {
-                bad(
-                    at("credential.file"),
-                    format!("must be an absolute path, got {:?}", c.file),
-                );
-            }
-        }
-    }
-    for name in g.policy.agents.keys() {
-        if !agents.iter().any(|a| &a.name == name) {
-            bad(
-                format!("gateway.policy.agents.{name}"),
-                "no [[agents]] entry has this name".into(),
-            );
-        }
     }
 }
 
@@ -793,8 +547,19 @@ impl Config {
             }
         }
 
-        if let Some(g) = &self.gateway {
-            validate_gateway(g, &self.agents, &mut bad);
+        if let Some(l) = &self.link {
+            if !l.socket.is_absolute() {
+                bad(
+                    "link.socket".into(),
+                    format!("must be an absolute path, got {:?}", l.socket),
+                );
+            }
+            if l.allowed_users.is_empty() {
+                bad(
+                    "link.allowed_users".into(),
+                    "name at least the gateway's user".into(),
+                );
+            }
         }
 
         let mut names = std::collections::HashSet::new();
@@ -994,87 +759,3 @@ mod tests {
     }
 }
 
-#[cfg(test)]
-mod gateway_tests {
-    use super::*;
-
-    const ROUTE: &str = "[[gateway.routes]]\nprefix = \"/ibm\"\nprovider = \"ibm_runtime\"\nupstream = \"https://quantum.cloud.ibm.com\"\n";
-
-    #[test]
-    fn gateway_defaults_and_policy() {
-        let c = Config::parse(&format!(
-            "[[agents]]\nname = \"cowork\"\ncomm = \"cowork\"\n[gateway]\n{ROUTE}\
-             [gateway.policy]\njobs_per_minute = 5\nallow_qpu = false\n\
-             [gateway.policy.agents.cowork]\nmode = \"monitor\"\nmax_qubits = 20\n"
-        ))
-        .unwrap();
-        assert!(c.validate().is_empty(), "{:?}", c.validate());
-        let g = c.gateway.unwrap();
-        assert_eq!(g.listen, "127.0.0.1:8480");
-        assert_eq!(g.on_parse_error, OnParseError::Forward);
-        assert_eq!(g.policy.limits.jobs_per_minute, Some(5));
-        assert_eq!(g.policy.limits.allow_qpu, Some(false));
-        let cowork = &g.policy.agents["cowork"];
-        assert_eq!(cowork.mode, Some(PolicyMode::Monitor));
-        assert_eq!(cowork.limits.max_qubits, Some(20));
-    }
-
-    #[test]
-    fn misspelt_limit_is_refused() {
-        let err = Config::parse(&format!(
-            "[gateway]\n{ROUTE}[gateway.policy]\njobs_per_minit = 5\n"
-        ))
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("jobs_per_minit"), "{err}");
-        let err = Config::parse(&format!(
-            "[gateway]\n{ROUTE}[gateway.policy.agents.a]\nshots_per_hr = 5\n"
-        ))
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("shots_per_hr"), "{err}");
-    }
-
-    #[test]
-    fn every_gateway_problem_is_named() {
-        let c = Config::parse(
-            r#"
-            [gateway]
-            listen = "localhost"
-            max_body_bytes = 10
-            [[gateway.routes]]
-            prefix = "ibm/"
-            provider = "rigetti"
-            upstream = "ftp://x"
-            [gateway.routes.credential]
-            header = "bad header"
-            file = "token.txt"
-            format = "Bearer"
-            [[gateway.routes]]
-            prefix = "/gen"
-            provider = "generic"
-            upstream = "https://example.com"
-            [gateway.routes.fields]
-            backend = "device"
-            [gateway.policy.agents.ghost]
-            jobs_per_minute = 1
-            "#,
-        )
-        .unwrap();
-        let keys: Vec<String> = c.validate().into_iter().map(|p| p.key).collect();
-        for key in [
-            "gateway.listen",
-            "gateway.max_body_bytes",
-            "gateway.routes[0].prefix",
-            "gateway.routes[0].provider",
-            "gateway.routes[0].upstream",
-            "gateway.routes[0].credential.header",
-            "gateway.routes[0].credential.file",
-            "gateway.routes[0].credential.format",
-            "gateway.routes[1].fields",
-            "gateway.policy.agents.ghost",
-        ] {
-            assert!(keys.contains(&key.to_string()), "{key} not in {keys:?}");
-        }
-    }
-}

@@ -9,7 +9,7 @@
 mod bench;
 mod config;
 mod enrich;
-mod gateway;
+mod link;
 mod metrics;
 mod pipeline;
 mod ship;
@@ -111,10 +111,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ship::kafka::validate(k)
             .map_err(|e| anyhow::anyhow!("invalid config {}:\n  kafka: {e}", path.display()))?;
     }
-    if let Some(g) = &config.gateway {
-        gateway::check(g)
-            .map_err(|e| anyhow::anyhow!("invalid config {}:\n  gateway: {e:#}", path.display()))?;
-    }
     if cli.check {
         println!("{}: ok", path.display());
         return Ok(());
@@ -156,18 +152,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(metrics::bind(&config.metrics.listen)?)
     };
 
-    // the job gateway binds now so a bad route or address fails before BPF loads
-    let (to_pipeline, from_gateway) = tokio::sync::mpsc::channel(gateway::EVENT_QUEUE);
-    let job_gateway = match &config.gateway {
-        Some(g) => Some(gateway::Gateway::bind(
-            g,
-            enricher.host().clone(),
-            to_pipeline,
-            metrics.clone(),
-        )?),
+    // the gateway link binds now so a bad path or user fails before BPF loads
+    let (to_pipeline, from_link) = tokio::sync::mpsc::channel(link::PIPELINE_QUEUE);
+    let link_server = match &config.link {
+        Some(l) => Some(link::LinkServer::bind(l, metrics.clone())?),
         None => None,
     };
-    let from_gateway = job_gateway.as_ref().map(|_| from_gateway);
+    let from_link = link_server.as_ref().map(|_| from_link);
 
     // Attach first, seed second: a process born in between is then seen by both.
     let (bpf, ring) = source::bpf::BpfSource::load(&config.bpf)?;
@@ -188,8 +179,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let drain = Duration::from_secs(config.kafka.as_ref().map_or(0, |k| k.shutdown_drain_secs));
-    let gateway_thread = job_gateway
-        .map(|g| start_gateway(g, stop_rx.clone()))
+    let link_thread = link_server
+        .map(|l| start_link(l, to_pipeline, stop_rx.clone()))
         .transpose()?;
     let network = start_network(shipper, metrics_listener, metrics.clone(), stop_rx, drain)?;
 
@@ -206,7 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let sinks = runtime.block_on(async move {
         let pipeline = pipeline::Pipeline::new(bpf, enricher, sinks, metrics);
         pipeline
-            .run(ring, intervals, from_gateway, shutdown_signal())
+            .run(ring, intervals, from_link, shutdown_signal())
             .await
     })?;
 
@@ -216,9 +207,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         t.join();
     }
     let _ = stop_tx.send(true);
-    if let Some(t) = gateway_thread {
+    if let Some(t) = link_thread {
         if t.join().is_err() {
-            error!("the gateway thread panicked");
+            error!("the gateway link thread panicked");
         }
     }
     if let Some(t) = network {
@@ -269,25 +260,24 @@ fn start_network(
     Ok(Some(thread))
 }
 
-/// The job gateway on its own thread and runtime (two workers: job bodies
-/// are parsed on them), apart from the pipeline's loop.
-fn start_gateway(
-    gateway: gateway::Gateway,
+/// The gateway link on its own thread and runtime, apart from the
+/// pipeline's loop (which answers its questions between drains).
+fn start_link(
+    server: link::LinkServer,
+    to_pipeline: tokio::sync::mpsc::Sender<link::ToPipeline>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("vigil-gateway")
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("cannot start the gateway's runtime")?;
+        .context("cannot start the gateway link's runtime")?;
     Ok(std::thread::Builder::new()
-        .name("vigil-gateway".into())
+        .name("vigil-link".into())
         .spawn(move || {
-            if let Err(e) = runtime.block_on(gateway.serve(stop)) {
-                error!(error = %e, "the quantum job gateway stopped");
+            if let Err(e) = runtime.block_on(server.serve(to_pipeline, stop)) {
+                error!(error = %e, "the gateway link stopped");
             }
-            // connections still open are cut here
+            // blocking /proc lookups still running are not waited for long
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
         })?)
 }

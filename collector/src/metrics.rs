@@ -40,17 +40,11 @@ pub struct Metrics {
     pub broker_up: AtomicU64,
     pub loss_events: AtomicU64,
     pub spool: OnceLock<Arc<Spool>>,
-    // quantum job gateway
-    pub gateway_requests: AtomicU64,
-    pub gateway_jobs: AtomicU64,
-    pub gateway_polls: AtomicU64,
-    pub gateway_denied: AtomicU64,
-    pub gateway_monitored: AtomicU64,
-    pub gateway_parse_errors: AtomicU64,
-    pub gateway_upstream_errors: AtomicU64,
-    pub gateway_unattributed: AtomicU64,
-    /// Job events dropped because the pipeline's queue was full.
-    pub gateway_event_drops: AtomicU64,
+    // gateway link
+    pub link_lookups: AtomicU64,
+    pub link_unattributed: AtomicU64,
+    pub link_jobs: AtomicU64,
+    pub link_refused: AtomicU64,
 }
 
 pub fn add(c: &AtomicU64, n: u64) {
@@ -288,54 +282,29 @@ impl Collector for Scrape {
             "collector loss events emitted",
             get(&m.loss_events),
         )?;
-        let gateway: [(&str, &str, &AtomicU64); 9] = [
+        let link: [(&str, &str, &AtomicU64); 4] = [
             (
-                "vigil_gateway_requests",
-                "requests received by the quantum job gateway",
-                &m.gateway_requests,
+                "vigil_link_lookups",
+                "callers the quantum job gateway asked about",
+                &m.link_lookups,
             ),
             (
-                "vigil_gateway_jobs",
-                "job submissions received",
-                &m.gateway_jobs,
+                "vigil_link_unattributed",
+                "gateway callers no process could be found for",
+                &m.link_unattributed,
             ),
             (
-                "vigil_gateway_status_polls",
-                "job status polls relayed",
-                &m.gateway_polls,
+                "vigil_link_jobs",
+                "job records received from the gateway",
+                &m.link_jobs,
             ),
             (
-                "vigil_gateway_denied",
-                "job submissions refused by the policy",
-                &m.gateway_denied,
-            ),
-            (
-                "vigil_gateway_monitored",
-                "job submissions over a limit, forwarded in monitor mode",
-                &m.gateway_monitored,
-            ),
-            (
-                "vigil_gateway_parse_errors",
-                "job submissions whose body could not be read",
-                &m.gateway_parse_errors,
-            ),
-            (
-                "vigil_gateway_upstream_errors",
-                "requests the upstream failed or did not answer in time",
-                &m.gateway_upstream_errors,
-            ),
-            (
-                "vigil_gateway_unattributed",
-                "connections whose calling process could not be found",
-                &m.gateway_unattributed,
-            ),
-            (
-                "vigil_gateway_event_drops",
-                "job events dropped because the pipeline queue was full",
-                &m.gateway_event_drops,
+                "vigil_link_refused",
+                "link connections refused: the peer's user is not allowed",
+                &m.link_refused,
             ),
         ];
-        for (name, help, value) in gateway {
+        for (name, help, value) in link {
             counter(&mut e, name, help, get(value))?;
         }
         Ok(())

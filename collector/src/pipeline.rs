@@ -16,7 +16,7 @@ use tracing::{error, warn};
 use vigil_schema::{CollectorStats, Event, EventKind};
 
 use crate::enrich::{procfs, Enricher, Output};
-use crate::gateway::ToPipeline;
+use crate::link::ToPipeline;
 use crate::metrics::{self, Metrics};
 use crate::sink::batch::Batcher;
 use crate::sink::stdout::StdoutSink;
@@ -137,7 +137,7 @@ impl Pipeline {
                         loop {
                             tokio::select! {
                                 _ = &mut pause => break,
-                                Some(msg) = next_message(&mut gateway) => self.gateway(msg)?,
+                                Some(msg) = next_message(&mut gateway) => self.link(msg, ring.get_mut())?,
                             }
                         }
                     }
@@ -148,7 +148,7 @@ impl Pipeline {
                 _ = heartbeat.tick() => self.emit_heartbeat()?,
                 _ = gc.tick() => self.collect_garbage(),
                 _ = housekeeping.tick() => self.housekeeping()?,
-                Some(msg) = next_message(&mut gateway) => self.gateway(msg)?,
+                Some(msg) = next_message(&mut gateway) => self.link(msg, ring.get_mut())?,
                 _ = &mut shutdown => break,
             }
         }
@@ -161,7 +161,7 @@ impl Pipeline {
         // job events already recorded by the gateway
         if let Some(rx) = &mut gateway {
             while let Ok(msg) = rx.try_recv() {
-                self.gateway(msg)?;
+                self.link(msg, ring.get_mut())?;
             }
         }
         self.emit_heartbeat()?;
@@ -223,17 +223,27 @@ impl Pipeline {
         Ok(outcome)
     }
 
-    /// A request from the job gateway: a process lookup or a job event.
-    fn gateway(&mut self, msg: ToPipeline) -> std::io::Result<()> {
+    /// A request from the gateway link: who made a connection, a process's
+    /// context, or a job record to write.
+    fn link(&mut self, msg: ToPipeline, ring: &mut RingBuf<MapData>) -> std::io::Result<()> {
         match msg {
-            ToPipeline::Lookup { pid, reply } => {
+            ToPipeline::Connection { peer, local, reply } => {
+                // the caller's connect record may still be in the ring
+                self.drain(ring)?;
+                let owner = self.enricher.connection_owner(peer, local);
+                let _ = reply.send(owner.map(|pid| (pid, self.enricher.context_of_process(pid))));
+                Ok(())
+            }
+            ToPipeline::Process { pid, reply } => {
                 let _ = reply.send(self.enricher.context_of_process(pid));
                 Ok(())
             }
-            ToPipeline::Event(out) => {
-                self.batch.push(*out);
+            ToPipeline::Job { record, written } => {
+                self.batch.push(job_output(self.enricher.host(), *record));
                 self.write_batch()?;
-                self.flush()
+                self.flush()?;
+                let _ = written.send(());
+                Ok(())
             }
         }
     }
@@ -388,6 +398,35 @@ async fn next_message(rx: &mut Option<mpsc::Receiver<ToPipeline>>) -> Option<ToP
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// A gateway's job record as an event of this host.
+fn job_output(host: &crate::enrich::Host, r: vigil_schema::link::JobRecord) -> Output {
+    let mut event = Event::new(
+        EventKind::QuantumJob,
+        r.class_uid,
+        r.activity_id,
+        &r.activity,
+        r.time_ms,
+        r.ts_ns,
+        &host.host_id,
+        &host.hostname,
+    );
+    if r.context.is_none() {
+        if let Some(pid) = r.pid {
+            // the collector could not describe it: at least say which pid
+            event.process = Some(vigil_schema::Process {
+                pid,
+                tid: pid,
+                ..Default::default()
+            });
+        }
+    }
+    event.quantum_job = Some(Box::new(r.job));
+    Output {
+        event,
+        context: r.context.map(|c| Arc::new(crate::enrich::SharedContext::new(c))),
     }
 }
 

@@ -13,6 +13,7 @@
 
 pub mod arrow;
 pub mod ipc;
+pub mod link;
 pub mod ocsf;
 
 use serde::{Deserialize, Serialize};

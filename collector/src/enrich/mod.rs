@@ -5,12 +5,13 @@
 //! every event and redacts secrets from command lines.
 
 pub mod agents;
+mod connections;
 pub mod process_table;
 pub mod procfs;
 pub mod redact;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
@@ -111,6 +112,7 @@ pub struct Enricher {
     cgroups: CgroupPaths,
     users: Users,
     open_fds: HashMap<u32, HashMap<i32, OpenFd>>,
+    connections: connections::Connections,
 }
 
 impl Enricher {
@@ -125,6 +127,7 @@ impl Enricher {
             cgroups: CgroupPaths::new("/sys/fs/cgroup"),
             users: Users::default(),
             open_fds: HashMap::new(),
+            connections: connections::Connections::default(),
         }
     }
 
@@ -223,6 +226,12 @@ impl Enricher {
             self.invalidate();
         }
         self.context(pid, pid)
+    }
+
+    /// The process that made the loopback TCP connection `src` → `dst`, as
+    /// the kernel reported its connect.
+    pub fn connection_owner(&self, src: SocketAddr, dst: SocketAddr) -> Option<u32> {
+        self.connections.owner(src, dst)
     }
 
     /// The context of a process (thread), from the cache when nothing changed.
@@ -457,6 +466,10 @@ impl Enricher {
                 };
                 if ok {
                     self.remember_fd(rec.h.tgid, rec.fd, rec.open_id, None, inbound);
+                }
+                if ok && name == "connect" && rec.addr.protocol == 6 {
+                    let (src, dst) = endpoints(&rec.addr);
+                    self.connections.connected(src, dst, rec.h.tgid);
                 }
                 let mut ev = self.event(
                     EventKind::Network,
@@ -693,6 +706,21 @@ fn ip(addr: &[u8; 16], family: u16) -> IpAddr {
     } else {
         IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
     }
+}
+
+/// The local and remote ends of a socket, IPv4-mapped addresses as IPv4.
+fn endpoints(a: &SockAddr) -> (SocketAddr, SocketAddr) {
+    let canonical = |ip: IpAddr, port| {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        SocketAddr::new(ip, port)
+    };
+    (
+        canonical(ip(&a.saddr, a.family), a.sport),
+        canonical(ip(&a.daddr, a.family), a.dport),
+    )
 }
 
 fn network(a: &SockAddr, inbound: bool, fd: i32, flow_id: &str) -> NetworkActivity {

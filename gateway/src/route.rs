@@ -13,13 +13,17 @@ use rustls::pki_types::CertificateDer;
 use vigil_quantum::Provider;
 
 use super::sigv4::{AwsCredential, Target};
-use super::Body;
+use crate::server::Body;
 use crate::config::{CredentialConfig, CredentialKind, RouteConfig};
+use vigil_quantum::path::NormalPath;
 
 pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
 pub struct Route {
-    pub prefix: String,
+    /// The prefix as configured, for records and logs.
+    pub prefix_text: String,
+    /// The prefix as normalised segments, matched against normalised paths.
+    pub prefix: NormalPath,
     pub provider: Provider,
     /// Upstream base URL without a trailing slash.
     pub upstream: String,
@@ -32,8 +36,14 @@ pub struct Route {
 
 /// A brokered credential: set upstream in place of whatever the caller sent.
 pub enum Credential {
-    /// One header, e.g. `Authorization: Bearer <token>`.
-    Header(HeaderName, HeaderValue),
+    /// One header, e.g. `Authorization: Bearer <token>`; the format's text
+    /// around the secret (`Bearer `, ``) tells a caller's token apart.
+    Header {
+        name: HeaderName,
+        value: HeaderValue,
+        before: String,
+        after: String,
+    },
     /// Every request re-signed with AWS Signature Version 4.
     AwsSigV4(AwsCredential),
 }
@@ -54,8 +64,11 @@ impl Route {
             .ok()
             .and_then(|u| u.authority().map(|a| a.to_string()))
             .with_context(|| format!("route {}: upstream has no host", config.prefix))?;
+        let prefix = vigil_quantum::path::normalise(&config.prefix)
+            .map_err(|e| anyhow::anyhow!("route {}: prefix: {e}", config.prefix))?;
         Ok(Route {
-            prefix: config.prefix.clone(),
+            prefix_text: config.prefix.clone(),
+            prefix,
             provider,
             upstream: config.upstream.trim_end_matches('/').to_string(),
             authority,
@@ -75,7 +88,7 @@ impl Route {
     pub fn authorize(&self, parts: &mut http::request::Parts, body: &[u8]) {
         match &self.credential {
             None => {}
-            Some(Credential::Header(name, value)) => {
+            Some(Credential::Header { name, value, .. }) => {
                 parts.headers.remove(name);
                 parts.headers.insert(name.clone(), value.clone());
             }
@@ -96,10 +109,26 @@ impl Route {
         }
     }
 
-    /// The path below this route's prefix, if `path` is under it.
-    pub fn strip<'a>(&self, path: &'a str) -> Option<&'a str> {
-        let rest = path.strip_prefix(&self.prefix)?;
-        (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+    /// What the caller sent where the brokered credential goes: its gateway
+    /// token, if it has one (the header's secret part; for AWS, the access
+    /// key id of its signature).
+    pub fn presented_token(&self, headers: &http::HeaderMap) -> Option<String> {
+        match self.credential.as_ref()? {
+            Credential::Header {
+                name,
+                before,
+                after,
+                ..
+            } => {
+                let v = headers.get(name)?.to_str().ok()?;
+                Some(v.strip_prefix(before.as_str())?.strip_suffix(after.as_str())?.trim().to_string())
+            }
+            Credential::AwsSigV4(_) => {
+                let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+                let (_, rest) = v.split_once("Credential=")?;
+                Some(rest.split('/').next()?.trim().to_string())
+            }
+        }
     }
 }
 
@@ -179,5 +208,11 @@ fn load_credential(c: &CredentialConfig) -> anyhow::Result<Credential> {
         )
     })?;
     value.set_sensitive(true);
-    Ok(Credential::Header(name, value))
+    let (before, after) = c.format.split_once("{}").unwrap_or((c.format.as_str(), ""));
+    Ok(Credential::Header {
+        name,
+        value,
+        before: before.to_string(),
+        after: after.to_string(),
+    })
 }

@@ -189,6 +189,36 @@ impl Policy {
     }
 }
 
+/// Fail closed: a limit whose input the body did not tell cannot be
+/// checked, so the job is over it (403, naming the input). Rates count
+/// jobs, which are always known; shots and executions limits need the
+/// job's counts.
+fn unread_input(limits: &Limits, job: &QuantumJob) -> Option<Breach> {
+    let needs: [(&'static str, bool, &str, bool); 5] = [
+        ("backends", limits.backends.is_some(), "backend", job.backend.is_some()),
+        ("allow_qpu", limits.allow_qpu == Some(false), "backend", job.backend.is_some()),
+        ("max_qubits", limits.max_qubits.is_some(), "qubits", job.qubits.is_some()),
+        ("shots_per_hour", limits.shots_per_hour.is_some(), "shots", job.shots.is_some()),
+        (
+            "executions_per_hour",
+            limits.executions_per_hour.is_some(),
+            "executions",
+            job.executions.is_some(),
+        ),
+    ];
+    let (limit, _, input, _) = needs.into_iter().find(|(_, set, _, known)| *set && !*known)?;
+    Some(Breach {
+        limit,
+        value: serde_json::Value::Null,
+        requested: serde_json::Value::Null,
+        status: 403,
+        retry_after: None,
+        message: format!(
+            "the job's {input} could not be read from the request, so the {limit} limit cannot be checked (fail closed)"
+        ),
+    })
+}
+
 fn check(
     limits: &Limits,
     job: &QuantumJob,
@@ -208,6 +238,9 @@ fn check(
         retry_after: None,
         message,
     };
+    if let Some(missing) = unread_input(limits, job) {
+        return Some(missing);
+    }
     let backend = job.backend.as_deref();
     if let (Some(allowed), Some(b)) = (&limits.backends, backend) {
         if !allowed.iter().any(|a| a == b) {
@@ -219,10 +252,7 @@ fn check(
             ));
         }
     }
-    if limits.allow_qpu == Some(false)
-        && job.device_type.as_deref() != Some("simulator")
-        && backend.is_some()
-    {
+    if limits.allow_qpu == Some(false) && job.device_type.as_deref() != Some("simulator") {
         let b = backend.unwrap_or_default();
         return Some(deny(
             "allow_qpu",
@@ -379,6 +409,32 @@ mod tests {
         assert_eq!(
             p.decide(Some("other"), &job(2000, 2, "s", "simulator"), later),
             Decision::Allowed
+        );
+    }
+
+    #[test]
+    fn limits_fail_closed_on_inputs_the_body_did_not_tell() {
+        let mut p = policy();
+        let t = Instant::now();
+        let mut unknown = job(10, 2, "sim", "simulator");
+        unknown.qubits = None;
+        // cowork has max_qubits: its input is missing
+        let d = p.decide(Some("cowork"), &unknown, t);
+        let b = d.breach().expect("denied");
+        assert!(matches!(d, Decision::Denied(_)));
+        assert_eq!((b.limit, b.status), ("max_qubits", 403));
+        assert!(b.message.contains("qubits could not be read"), "{}", b.message);
+        // the default limits have shots_per_hour: shots unknown → denied
+        let mut no_shots = job(10, 2, "sim", "simulator");
+        no_shots.shots = None;
+        assert_eq!(p.decide(None, &no_shots, t).breach().unwrap().limit, "shots_per_hour");
+        // without backend, allow_qpu = false cannot be checked
+        let mut no_backend = job(10, 2, "sim", "simulator");
+        no_backend.backend = None;
+        no_backend.device_type = None;
+        assert_eq!(
+            p.decide(Some("cowork"), &no_backend, t).breach().unwrap().limit,
+            "allow_qpu"
         );
     }
 

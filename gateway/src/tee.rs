@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use super::BoxError;
+use crate::server::BoxError;
 
 /// Called once: with the body (when it ended within the limit) or `None`
 /// (longer than the limit, failed, or dropped by the client).

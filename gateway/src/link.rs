@@ -1,0 +1,351 @@
+//! The gateway's end of the link to the collector (`vigil_schema::link`):
+//! who a caller is, and where job records go.
+//!
+//! Records are numbered and kept until the collector acknowledges them, so
+//! a collector restart loses none: after reconnecting, everything not yet
+//! acknowledged is sent again. The buffer is bounded (`buffer_records`);
+//! past it the oldest records are dropped and counted. Lookups need the
+//! collector: while it is away they fail at once, and the caller is
+//! unattributed (the policy decides what that allows).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tracing::{info, warn};
+use vigil_schema::link::{self, JobRecord, ToCollector, ToGateway};
+use vigil_schema::ProcessContext;
+
+use crate::metrics::{self, Metrics};
+
+/// How long a caller's lookup may take before the caller is unattributed.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Lookups waiting for the writer.
+const LOOKUP_QUEUE: usize = 1024;
+/// Reconnection backoff bounds.
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// The process on the other end of a connection, as the collector knows it.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub pid: Option<u32>,
+    pub context: Option<ProcessContext>,
+}
+
+impl Caller {
+    pub fn agent(&self) -> Option<&str> {
+        self.context.as_ref()?.agent_id.as_deref()
+    }
+}
+
+/// Records not yet acknowledged, oldest first.
+#[derive(Default)]
+struct Buffer {
+    records: VecDeque<Arc<JobRecord>>,
+    /// Highest sequence number written on the current connection.
+    sent: u64,
+}
+
+struct Inner {
+    path: PathBuf,
+    instance: String,
+    capacity: usize,
+    next_seq: AtomicU64,
+    next_id: AtomicU64,
+    buffer: Mutex<Buffer>,
+    new_record: Notify,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Caller>>>,
+    lookups: mpsc::Sender<ToCollector>,
+    connected: watch::Sender<bool>,
+    metrics: Arc<Metrics>,
+}
+
+/// A handle on the link; cheap to clone.
+#[derive(Clone)]
+pub struct Link(Arc<Inner>);
+
+impl Link {
+    /// The link to the collector's socket at `path`, with its task started
+    /// on the current runtime (it reconnects until `stop`).
+    pub fn start(
+        path: PathBuf,
+        capacity: usize,
+        metrics: Arc<Metrics>,
+        stop: watch::Receiver<bool>,
+    ) -> Link {
+        let (lookups, lookup_rx) = mpsc::channel(LOOKUP_QUEUE);
+        let instance = format!(
+            "{:x}-{:x}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        );
+        let link = Link(Arc::new(Inner {
+            path,
+            instance,
+            capacity,
+            next_seq: AtomicU64::new(1),
+            next_id: AtomicU64::new(1),
+            buffer: Mutex::new(Buffer::default()),
+            new_record: Notify::new(),
+            pending: Mutex::new(HashMap::new()),
+            lookups,
+            connected: watch::channel(false).0,
+            metrics,
+        }));
+        tokio::spawn(link.clone().run(lookup_rx, stop));
+        link
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.0.instance
+    }
+
+    /// Wait until the link is up (tests, start-up), at most `timeout`.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let mut rx = self.0.connected.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|c| *c))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Who holds the client end of `peer` → `local`; `None` when the
+    /// collector cannot be asked or does not answer in time.
+    pub async fn lookup(&self, peer: SocketAddr, local: SocketAddr) -> Option<Caller> {
+        if !*self.0.connected.borrow() {
+            return None;
+        }
+        let id = self.0.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.0.pending).insert(id, tx);
+        let asked = self
+            .0
+            .lookups
+            .try_send(ToCollector::Lookup { id, peer, local })
+            .is_ok();
+        let answer = if asked {
+            tokio::time::timeout(LOOKUP_TIMEOUT, rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        lock(&self.0.pending).remove(&id);
+        answer
+    }
+
+    /// Number a record and queue it for the collector (never blocks).
+    pub fn record(&self, mut record: JobRecord) {
+        record.seq = self.0.next_seq.fetch_add(1, Ordering::Relaxed);
+        record.instance = self.0.instance.clone();
+        fit(&mut record);
+        let mut buffer = lock(&self.0.buffer);
+        buffer.records.push_back(Arc::new(record));
+        while buffer.records.len() > self.0.capacity {
+            buffer.records.pop_front();
+            metrics::add(&self.0.metrics.records_dropped, 1);
+        }
+        metrics::set(
+            &self.0.metrics.records_buffered,
+            buffer.records.len() as u64,
+        );
+        drop(buffer);
+        metrics::add(&self.0.metrics.records, 1);
+        self.0.new_record.notify_one();
+    }
+
+    /// Records not yet acknowledged by the collector.
+    pub fn unacknowledged(&self) -> usize {
+        lock(&self.0.buffer).records.len()
+    }
+
+    async fn run(self, mut lookups: mpsc::Receiver<ToCollector>, mut stop: watch::Receiver<bool>) {
+        let mut backoff = RETRY_MIN;
+        let mut warned = false;
+        loop {
+            let stream = tokio::select! {
+                s = UnixStream::connect(&self.0.path) => s,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            match stream {
+                Ok(stream) => {
+                    info!(socket = %self.0.path.display(), "connected to the collector");
+                    backoff = RETRY_MIN;
+                    warned = false;
+                    let _ = self.0.connected.send(true);
+                    self.serve(stream, &mut lookups, &mut stop).await;
+                    let _ = self.0.connected.send(false);
+                    // lookups in flight will not be answered on a new connection
+                    lock(&self.0.pending).clear();
+                    lock(&self.0.buffer).sent = 0;
+                    metrics::add(&self.0.metrics.link_disconnects, 1);
+                    warn!("lost the collector link; job records are kept until it is back");
+                }
+                Err(e) => {
+                    if !warned {
+                        warn!(socket = %self.0.path.display(), error = %e, "cannot reach the collector; retrying");
+                        warned = true;
+                    }
+                }
+            }
+            // lookups asked while away fail now rather than at their timeout
+            while lookups.try_recv().is_ok() {}
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            backoff = (backoff * 2).min(RETRY_MAX);
+        }
+    }
+
+    /// One connection: records and lookups out, answers and acks in, until
+    /// either side fails or `stop`.
+    async fn serve(
+        &self,
+        stream: UnixStream,
+        lookups: &mut mpsc::Receiver<ToCollector>,
+        stop: &mut watch::Receiver<bool>,
+    ) {
+        let (read, mut write) = stream.into_split();
+        let reader = self.read_answers(read);
+        tokio::pin!(reader);
+        loop {
+            if self.send_records(&mut write).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                _ = &mut reader => return,
+                Some(lookup) = lookups.recv() => {
+                    if write_frame(&mut write, &lookup).await.is_err() {
+                        return;
+                    }
+                }
+                _ = self.0.new_record.notified() => {}
+                // on stop, what is buffered was sent above; acks may follow
+                _ = stop.wait_for(|s| *s) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), &mut reader).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Send every buffered record the collector has not been sent yet on
+    /// this connection.
+    async fn send_records(&self, write: &mut OwnedWriteHalf) -> std::io::Result<()> {
+        loop {
+            let next: Vec<Arc<JobRecord>> = {
+                let buffer = lock(&self.0.buffer);
+                buffer
+                    .records
+                    .iter()
+                    .filter(|r| r.seq > buffer.sent)
+                    .take(256)
+                    .cloned()
+                    .collect()
+            };
+            let Some(last) = next.last().map(|r| r.seq) else {
+                return Ok(());
+            };
+            for r in next {
+                let frame = link::encode(&ToCollector::Job(Box::new((*r).clone())));
+                match frame {
+                    Ok(frame) => write.write_all(&frame).await?,
+                    // fit() makes this unreachable; never let it wedge the link
+                    Err(e) => warn!(seq = r.seq, error = %e, "job record cannot be framed"),
+                }
+            }
+            let mut buffer = lock(&self.0.buffer);
+            buffer.sent = buffer.sent.max(last);
+        }
+    }
+
+    async fn read_answers(&self, mut read: OwnedReadHalf) {
+        loop {
+            let mut header = [0u8; 4];
+            if read.read_exact(&mut header).await.is_err() {
+                return;
+            }
+            let Ok(len) = link::frame_len(header) else {
+                warn!("collector link: oversized frame; reconnecting");
+                return;
+            };
+            let mut body = vec![0u8; len];
+            if read.read_exact(&mut body).await.is_err() {
+                return;
+            }
+            match link::decode::<ToGateway>(&body) {
+                Ok(ToGateway::Caller {
+                    id, pid, context, ..
+                }) => {
+                    if let Some(tx) = lock(&self.0.pending).remove(&id) {
+                        let _ = tx.send(Caller { pid, context });
+                    }
+                }
+                Ok(ToGateway::Ack { instance, seq }) if instance == self.0.instance => {
+                    let mut buffer = lock(&self.0.buffer);
+                    while buffer.records.front().is_some_and(|r| r.seq <= seq) {
+                        buffer.records.pop_front();
+                    }
+                    metrics::set(
+                        &self.0.metrics.records_buffered,
+                        buffer.records.len() as u64,
+                    );
+                }
+                Ok(ToGateway::Ack { .. }) => {}
+                Err(e) => {
+                    warn!(error = %e, "collector link: bad frame; reconnecting");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Keep a record under the link's frame limit: a job with tens of
+/// thousands of circuits loses its hash list (said in `parse_error`) rather
+/// than the record.
+fn fit(record: &mut JobRecord) {
+    const ROOM: usize = link::MAX_FRAME_BYTES / 2;
+    let size = |r: &JobRecord| serde_json::to_vec(r).map_or(usize::MAX, |v| v.len());
+    if size(record) <= ROOM {
+        return;
+    }
+    let j = &mut record.job;
+    let hashes = std::mem::take(&mut j.circuit_hashes).len();
+    let note = format!("record truncated: {hashes} circuit hashes left out");
+    j.parse_error = Some(match j.parse_error.take() {
+        Some(e) => format!("{note}; {}", e.chars().take(1024).collect::<String>()),
+        None => note,
+    });
+    if size(record) > ROOM {
+        // only text fields remain that could be this large
+        let j = &mut record.job;
+        for s in [&mut j.policy_reason, &mut j.job_id, &mut j.program, &mut j.session_id] {
+            if let Some(v) = s {
+                *v = v.chars().take(1024).collect();
+            }
+        }
+        j.endpoint = j.endpoint.chars().take(1024).collect();
+    }
+}
+
+async fn write_frame(write: &mut OwnedWriteHalf, message: &ToCollector) -> std::io::Result<()> {
+    let frame = link::encode(message).map_err(std::io::Error::other)?;
+    write.write_all(&frame).await
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
