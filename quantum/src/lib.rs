@@ -11,6 +11,7 @@
 //! with bounded work on hostile input (decompression is capped).
 
 pub mod npy;
+pub mod path;
 pub mod providers;
 pub mod qasm;
 pub mod qpy;
