@@ -8,8 +8,11 @@
 //! result fills a [`vigil_schema::QuantumJob`].
 //!
 //! Everything here is pure: bytes in, metadata or a [`ParseError`] out,
-//! with bounded work on hostile input (decompression is capped).
+//! with bounded work on hostile input: [`ParseLimits`] caps JSON elements
+//! and nesting, OpenQASM tokens and work, decompressed bytes and wall time
+//! per body, and a limit hit is an error naming it ([`ParseError::limit`]).
 
+mod budget;
 pub mod npy;
 pub mod path;
 pub mod providers;
@@ -18,6 +21,7 @@ pub mod qpy;
 
 mod encoded;
 
+pub use budget::OBJECT_WEIGHT;
 pub use providers::{Operation, Provider};
 
 /// Why a body could not be read: the part (`ibm_runtime`, `qasm`, `npy`,
@@ -27,6 +31,10 @@ pub use providers::{Operation, Provider};
 pub struct ParseError {
     pub part: &'static str,
     pub message: String,
+    /// The [`ParseLimits`] field that stopped the parse (`max_depth`,
+    /// `max_work`, `deadline`, ...), `None` when the body was malformed:
+    /// the gateway records which limit a hostile body ran into.
+    pub limit: Option<&'static str>,
 }
 
 impl ParseError {
@@ -34,6 +42,63 @@ impl ParseError {
         Self {
             part,
             message: message.into(),
+            limit: None,
+        }
+    }
+
+    /// The body ran into `limit` (a [`ParseLimits`] field name); the
+    /// message says where, e.g. `line 812: blocks nested deeper than 64`.
+    pub fn limit(part: &'static str, limit: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            part,
+            message: message.into(),
+            limit: Some(limit),
+        }
+    }
+}
+
+/// Bounds on the work one body may cost, whatever it holds. The defaults
+/// admit every real SDK submission seen (../shared/quantum/requests, the
+/// QASMBench circuits up to 3.3 MB) and keep an 8 MiB hostile body to well
+/// under a second of CPU and about 64 MiB of memory (FUZZING.md has the
+/// measurements). Every count is per body: the circuits of a program set
+/// share one budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseLimits {
+    /// JSON values and object keys in the body (and in JSON carried inside
+    /// it as a string, such as Braket's `action`); an object holding keys
+    /// counts [`budget::OBJECT_WEIGHT`] more, for the map node serde_json
+    /// allocates for it. Default 500,000: about 50 MB of `serde_json::Value`
+    /// at worst; the captured SDK bodies hold under 100.
+    pub max_json_elements: usize,
+    /// Nesting: JSON arrays and objects, OpenQASM blocks and control-flow
+    /// bodies. Default 64 (SDK bodies nest under 10; serde_json stops at 128).
+    pub max_depth: usize,
+    /// OpenQASM tokens over all circuits of the body. Default 4,000,000:
+    /// 8 bytes each, 32 MB at most; QASMBench's largest circuit (3.3 MB) has 2.0 M.
+    pub max_tokens: usize,
+    /// OpenQASM work units over all circuits of the body: one per wire an
+    /// operation, barrier or condition touches after broadcast. Default
+    /// 8,000,000 (QASMBench's largest needs 0.6 M); each unit is a hash map
+    /// step, and distinct wires each hold a depth entry.
+    pub max_work: u64,
+    /// Bytes inflated from base64(zlib) values over the body (each value is
+    /// read only up to its first MiB: the headers). Default 16 MiB.
+    pub max_decompressed_bytes: u64,
+    /// Give up once this instant passes, checked about every 4096 units of
+    /// work: a cap on CPU per body should a budget above be wrong.
+    pub deadline: Option<std::time::Instant>,
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        Self {
+            max_json_elements: 500_000,
+            max_depth: 64,
+            max_tokens: 4_000_000,
+            max_work: 8_000_000,
+            max_decompressed_bytes: 16 << 20,
+            deadline: None,
         }
     }
 }

@@ -5,12 +5,20 @@
 //! This is a statement scanner, not a full OpenQASM front end: it needs no
 //! include files (gate calls count as one operation whatever their
 //! definition, as in Qiskit), tolerates constructs it does not know by
-//! skipping the statement, and does bounded work on any input. Control-flow
-//! bodies are counted once. It never panics: every index is checked.
+//! skipping the statement, and never panics: every index is checked.
+//! Control-flow bodies are counted once.
+//!
+//! Source comes from untrusted request bodies, so its cost is bounded by
+//! [`ParseLimits`]: tokens are 8-byte spans (`max_tokens`), nested blocks
+//! and control-flow bodies recurse at most `max_depth` deep, and every
+//! operation is charged, before it is done, for the wires it touches after
+//! broadcast, barrier width and condition bits included (`max_work`).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::ParseError;
+use crate::budget::{Budget, Hit};
+use crate::{ParseError, ParseLimits};
 
 /// What a circuit does, counted like Qiskit's `QuantumCircuit`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,13 +42,7 @@ pub struct CircuitStats {
     pub input_names: Vec<String>,
 }
 
-/// Above this many tokens the source is refused rather than scanned.
-const MAX_TOKENS: usize = 20_000_000;
-/// Above this many operations (after broadcast) likewise: a declared
-/// register of four billion qubits must not cost four billion steps.
-const MAX_OPERATIONS: u64 = 50_000_000;
-
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Tok<'a> {
     Ident(&'a str),
     Num(&'a str),
@@ -49,59 +51,66 @@ enum Tok<'a> {
     Arrow,
 }
 
-fn tokenize(src: &str) -> Result<Vec<(Tok<'_>, u32)>, ParseError> {
+/// A token as stored: its bytes in the source (8 bytes where a `Tok` with
+/// its line took 32: tokens are most of the scanner's memory). The kind
+/// follows from the first byte, the line is counted only for an error.
+#[derive(Clone, Copy)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+fn tokenize(src: &str, budget: &mut Budget<'_>) -> Result<Vec<Span>, ParseError> {
     let b = src.as_bytes();
+    if u32::try_from(b.len()).is_err() {
+        return Err(ParseError::limit(
+            "qasm",
+            "max_tokens",
+            "source longer than 4 GiB",
+        ));
+    }
     let mut out = Vec::new();
     let mut i = 0;
-    let mut line = 1u32;
     while i < b.len() {
+        let start = i;
         let c = b[i];
         match c {
-            b'\n' => {
-                line += 1;
+            c if c.is_ascii_whitespace() => {
                 i += 1;
+                continue;
             }
-            c if c.is_ascii_whitespace() => i += 1,
             b'/' if b.get(i + 1) == Some(&b'/') => {
                 while i < b.len() && b[i] != b'\n' {
                     i += 1;
                 }
+                continue;
             }
             b'/' if b.get(i + 1) == Some(&b'*') => {
                 i += 2;
                 while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
-                    line += u32::from(b[i] == b'\n');
                     i += 1;
                 }
                 i += 2;
+                continue;
             }
             b'"' | b'\'' => {
-                let quote = c;
                 i += 1;
-                while i < b.len() && b[i] != quote {
-                    line += u32::from(b[i] == b'\n');
+                while i < b.len() && b[i] != c {
                     i += 1;
                 }
                 i += 1;
-                out.push((Tok::Str, line));
             }
-            b'-' if b.get(i + 1) == Some(&b'>') => {
-                out.push((Tok::Arrow, line));
-                i += 2;
-            }
+            b'-' if b.get(i + 1) == Some(&b'>') => i += 2,
             c if c.is_ascii_alphabetic() || c == b'_' || c == b'$' || c >= 0x80 => {
-                let start = i;
                 i += 1;
                 while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] >= 0x80)
                 {
                     i += 1;
                 }
-                out.push((Tok::Ident(&src[start..i]), line));
             }
             c if c.is_ascii_digit()
                 || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) =>
             {
-                let start = i;
                 while i < b.len()
                     && (b[i].is_ascii_alphanumeric()
                         || b[i] == b'.'
@@ -110,19 +119,31 @@ fn tokenize(src: &str) -> Result<Vec<(Tok<'_>, u32)>, ParseError> {
                 {
                     i += 1;
                 }
-                out.push((Tok::Num(&src[start..i]), line));
             }
-            _ => {
-                // multi-byte UTF-8 never reaches here (>= 0x80 is an identifier byte)
-                out.push((Tok::Punct(c as char), line));
-                i += 1;
-            }
+            // multi-byte UTF-8 never reaches here (>= 0x80 is an identifier byte)
+            _ => i += 1,
         }
-        if out.len() > MAX_TOKENS {
-            return Err(ParseError::new("qasm", "circuit too large to analyse"));
-        }
+        // every span starts and ends on a char boundary: at an ASCII byte,
+        // after a run of identifier bytes, or at the end
+        let end = i.min(b.len());
+        out.push(Span {
+            start: start as u32,
+            end: end as u32,
+        });
+        budget.token().map_err(|hit| {
+            let line = line_at(src, start);
+            hit.error("qasm", &format!("line {line}"))
+        })?;
     }
     Ok(out)
+}
+
+/// 1-based line of byte `at`.
+fn line_at(src: &str, at: usize) -> usize {
+    1 + src.as_bytes()[..at.min(src.len())]
+        .iter()
+        .filter(|&&c| c == b'\n')
+        .count()
 }
 
 /// Keywords that start a statement which is neither a gate call nor a
@@ -158,19 +179,49 @@ struct Register {
     size: u32,
 }
 
-struct Scan<'a> {
-    toks: Vec<(Tok<'a>, u32)>,
+/// A qubit (`QUBIT | index`) or classical bit (`index`).
+type Wire = u64;
+const QUBIT: Wire = 1 << 32;
+
+/// Hashes a wire with one multiplication: SipHash was most of the cost of
+/// a wide circuit, and wires are not chosen to collide (a flood of them is
+/// bounded by `max_work` anyway).
+#[derive(Default)]
+struct WireHasher(u64);
+
+impl Hasher for WireHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type Levels = HashMap<Wire, u64, BuildHasherDefault<WireHasher>>;
+
+struct Scan<'a, 'm, 'l> {
+    src: &'a str,
+    toks: Vec<Span>,
     at: usize,
     stats: CircuitStats,
     qregs: HashMap<&'a str, Register>,
     cregs: HashMap<&'a str, Register>,
-    /// Depth reached on each qubit, then each clbit (after the qubits).
-    level: HashMap<(bool, u32), u64>,
+    /// Depth reached on each wire touched.
+    level: Levels,
     hardware_qubits: u32,
     qasm2_registers: bool,
     /// Classical bits the current statement is conditioned on: it waits for
     /// them, as Qiskit's depth counts (a register-wide `if` waits for all).
-    condition: Vec<(bool, u32)>,
+    condition: Vec<Wire>,
+    /// Blocks and control-flow bodies the cursor is inside.
+    depth: usize,
+    budget: &'m mut Budget<'l>,
 }
 
 /// One operand: a whole register (broadcast) or one of its bits.
@@ -195,10 +246,26 @@ impl Operand {
     }
 }
 
-/// Circuit statistics of an OpenQASM 2 or 3 program.
+/// Circuit statistics of an OpenQASM 2 or 3 program, within the default
+/// [`ParseLimits`].
 pub fn analyze(source: &str) -> Result<CircuitStats, ParseError> {
-    let toks = tokenize(source)?;
+    analyze_with(source, &ParseLimits::default())
+}
+
+/// [`analyze`] within `limits`.
+pub fn analyze_with(source: &str, limits: &ParseLimits) -> Result<CircuitStats, ParseError> {
+    analyze_in(source, &mut Budget::new(limits))
+}
+
+/// [`analyze`] charging `budget`, which the other circuits of the same
+/// body share.
+pub(crate) fn analyze_in(
+    source: &str,
+    budget: &mut Budget<'_>,
+) -> Result<CircuitStats, ParseError> {
+    let toks = tokenize(source, budget)?;
     let mut s = Scan {
+        src: source,
         toks,
         at: 0,
         stats: CircuitStats {
@@ -207,10 +274,12 @@ pub fn analyze(source: &str) -> Result<CircuitStats, ParseError> {
         },
         qregs: HashMap::new(),
         cregs: HashMap::new(),
-        level: HashMap::new(),
+        level: Levels::default(),
         hardware_qubits: 0,
         qasm2_registers: false,
         condition: Vec::new(),
+        depth: 0,
+        budget,
     };
     if s.toks.is_empty() {
         return Err(ParseError::new("qasm", "empty program"));
@@ -234,25 +303,36 @@ pub fn analyze(source: &str) -> Result<CircuitStats, ParseError> {
     Ok(s.stats)
 }
 
-impl<'a> Scan<'a> {
-    fn peek(&self) -> Option<&Tok<'a>> {
-        self.toks.get(self.at).map(|t| &t.0)
+impl<'a> Scan<'a, '_, '_> {
+    fn tok(&self, i: usize) -> Option<Tok<'a>> {
+        let sp = self.toks.get(i)?;
+        let src: &'a str = self.src;
+        let text = src.get(sp.start as usize..sp.end as usize)?;
+        let first = *text.as_bytes().first()?;
+        Some(match first {
+            b'"' | b'\'' => Tok::Str,
+            b'-' if text.len() == 2 => Tok::Arrow,
+            c if c.is_ascii_alphabetic() || c == b'_' || c == b'$' || c >= 0x80 => Tok::Ident(text),
+            c if c.is_ascii_digit() || (c == b'.' && text.len() > 1) => Tok::Num(text),
+            c => Tok::Punct(c as char),
+        })
     }
-    fn peek_at(&self, n: usize) -> Option<&Tok<'a>> {
-        self.toks.get(self.at + n).map(|t| &t.0)
+    fn peek(&self) -> Option<Tok<'a>> {
+        self.tok(self.at)
     }
-    fn line(&self) -> u32 {
+    fn line(&self) -> usize {
+        let i = self.at.min(self.toks.len().saturating_sub(1));
         self.toks
-            .get(self.at.min(self.toks.len().saturating_sub(1)))
-            .map_or(0, |t| t.1)
+            .get(i)
+            .map_or(0, |t| line_at(self.src, t.start as usize))
     }
     fn bump(&mut self) -> Option<Tok<'a>> {
-        let t = self.toks.get(self.at).map(|t| t.0.clone());
+        let t = self.peek();
         self.at += 1;
         t
     }
     fn eat(&mut self, c: char) -> bool {
-        if self.peek() == Some(&Tok::Punct(c)) {
+        if self.peek() == Some(Tok::Punct(c)) {
             self.at += 1;
             true
         } else {
@@ -261,6 +341,13 @@ impl<'a> Scan<'a> {
     }
     fn err(&self, what: &str) -> ParseError {
         ParseError::new("qasm", format!("line {}: {what}", self.line()))
+    }
+    /// A limit hit at the cursor's line.
+    fn hit(&self, hit: Hit) -> ParseError {
+        hit.error("qasm", &format!("line {}", self.line()))
+    }
+    fn work(&mut self, units: u64) -> Result<(), ParseError> {
+        self.budget.work(units).map_err(|h| self.hit(h))
     }
 
     /// Skip to just after the statement's `;`, or over a `{ }` block if one
@@ -278,7 +365,7 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// After a `{`: skip to its matching `}`.
+    /// After a `{`: skip to its matching `}` (a count, not recursion).
     fn skip_block_rest(&mut self) {
         let mut depth = 1usize;
         while let Some(t) = self.bump() {
@@ -330,17 +417,52 @@ impl<'a> Scan<'a> {
         n
     }
 
+    /// A block or control-flow body one level further in: the one place
+    /// (with [`Scan::block`]) the scan recurses, so `max_depth` bounds the stack.
+    fn nested(&mut self) -> Result<(), ParseError> {
+        if self.peek() == Some(Tok::Punct('{')) {
+            // the block counts the level itself
+            return self.statement();
+        }
+        self.enter()?;
+        let r = self.statement();
+        self.depth -= 1;
+        r
+    }
+
+    fn enter(&mut self) -> Result<(), ParseError> {
+        let max = self.budget.limits.max_depth;
+        if self.depth >= max {
+            return Err(self.hit(Hit {
+                limit: "max_depth",
+                message: format!("blocks nested deeper than {max}"),
+            }));
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    /// After a `{`: the statements up to its `}`.
+    fn block(&mut self) -> Result<(), ParseError> {
+        self.enter()?;
+        while self.peek().is_some() && !self.eat('}') {
+            self.statement()?;
+        }
+        self.depth -= 1;
+        Ok(())
+    }
+
     fn statement(&mut self) -> Result<(), ParseError> {
-        let Some(tok) = self.peek().cloned() else {
+        let Some(tok) = self.peek() else {
             return Ok(());
         };
+        // statements are bounded by tokens; this reads the clock now and then
+        self.budget.tick(1).map_err(|h| self.hit(h))?;
         match tok {
             Tok::Punct('{') => {
                 // a bare block (control-flow bodies arrive here): scan inside
                 self.at += 1;
-                while self.peek().is_some() && !self.eat('}') {
-                    self.statement()?;
-                }
+                self.block()?;
             }
             Tok::Punct(';') | Tok::Punct('}') => self.at += 1,
             Tok::Ident("OPENQASM") => {
@@ -372,7 +494,7 @@ impl<'a> Scan<'a> {
             }
             Tok::Ident(kw @ ("qubit" | "bit")) => {
                 self.at += 1;
-                let size = if self.peek() == Some(&Tok::Punct('[')) {
+                let size = if self.peek() == Some(Tok::Punct('[')) {
                     self.int_in_brackets().unwrap_or(1)
                 } else {
                     1
@@ -387,61 +509,46 @@ impl<'a> Scan<'a> {
                 let start = self.at;
                 self.skip_statement();
                 // the declared name is the last identifier before `;`
-                let name = self.toks[start..self.at.min(self.toks.len())]
-                    .iter()
-                    .rev()
-                    .find_map(|t| match t.0 {
-                        Tok::Ident(n) => Some(n.to_string()),
-                        _ => None,
-                    });
+                let name =
+                    (start..self.at.min(self.toks.len()))
+                        .rev()
+                        .find_map(|i| match self.tok(i) {
+                            Some(Tok::Ident(n)) => Some(n.to_string()),
+                            _ => None,
+                        });
                 self.stats.parameters += 1;
                 self.stats.input_names.extend(name);
             }
-            Tok::Ident("if" | "while") => {
-                self.at += 1;
-                let start = self.at;
-                self.skip_group('(', ')');
-                let bits = self.condition_bits(start);
-                let outer = std::mem::replace(&mut self.condition, bits);
-                self.statement()?;
-                self.condition = outer;
-                if self.peek() == Some(&Tok::Ident("else")) {
-                    self.at += 1;
-                    self.statement()?;
-                }
-            }
+            Tok::Ident("if" | "while") => self.conditional()?,
             Tok::Ident("for") => {
                 // `for type name in set { body }`: the body, once
                 while let Some(t) = self.peek() {
-                    if *t == Tok::Punct('{') {
-                        break;
-                    }
-                    if *t == Tok::Punct(';') {
+                    if t == Tok::Punct('{') || t == Tok::Punct(';') {
                         break;
                     }
                     self.at += 1;
                 }
-                self.statement()?;
+                self.nested()?;
             }
             Tok::Ident("box") => {
                 self.at += 1;
-                if self.peek() == Some(&Tok::Punct('[')) {
+                if self.peek() == Some(Tok::Punct('[')) {
                     self.skip_group('[', ']');
                 }
-                self.statement()?;
+                self.nested()?;
             }
             Tok::Ident("switch") => self.skip_statement(),
             Tok::Ident(kw) if SKIPPED.contains(&kw) => self.skip_statement(),
             Tok::Ident("barrier") => {
                 self.at += 1;
                 let q = self.operands()?;
-                self.barrier(&q);
+                self.barrier(&q)?;
                 self.skip_statement();
             }
             Tok::Ident("measure") => {
                 self.at += 1;
                 let q = self.operands()?;
-                let c = if self.peek() == Some(&Tok::Arrow) {
+                let c = if self.peek() == Some(Tok::Arrow) {
                     self.at += 1;
                     self.operands()?
                 } else {
@@ -452,7 +559,7 @@ impl<'a> Scan<'a> {
             }
             Tok::Ident("reset" | "delay") => {
                 self.at += 1;
-                if self.peek() == Some(&Tok::Punct('[')) {
+                if self.peek() == Some(Tok::Punct('[')) {
                     self.skip_group('[', ']');
                 }
                 let q = self.operands()?;
@@ -466,32 +573,61 @@ impl<'a> Scan<'a> {
         Ok(())
     }
 
-    /// The classical bits named in the condition `( ... )` at `start`: a
-    /// whole register, or `reg[i]`.
-    fn condition_bits(&self, start: usize) -> Vec<(bool, u32)> {
-        let mut bits = self.condition.clone();
-        let toks = &self.toks[start.min(self.toks.len())..self.at.min(self.toks.len())];
-        for (i, t) in toks.iter().enumerate() {
-            let Tok::Ident(name) = t.0 else { continue };
+    /// `if (cond) body [else body]` or `while (cond) body`. An `else if`
+    /// chain is a loop here, not recursion: a long chain is not deep.
+    fn conditional(&mut self) -> Result<(), ParseError> {
+        let outer = self.condition.clone();
+        loop {
+            self.at += 1;
+            let start = self.at;
+            self.skip_group('(', ')');
+            self.condition = self.condition_bits(&outer, start)?;
+            let body = self.nested();
+            self.condition.clone_from(&outer);
+            body?;
+            if self.peek() != Some(Tok::Ident("else")) {
+                return Ok(());
+            }
+            self.at += 1;
+            if self.peek() != Some(Tok::Ident("if")) {
+                return self.nested();
+            }
+        }
+    }
+
+    /// `outer` and the classical bits named in the condition `( ... )` at
+    /// `start`: a whole register, or `reg[i]`; each bit once, and charged
+    /// (every operation under the condition touches them all).
+    fn condition_bits(&mut self, outer: &[Wire], start: usize) -> Result<Vec<Wire>, ParseError> {
+        let mut bits = outer.to_vec();
+        for i in start..self.at.min(self.toks.len()) {
+            let Some(Tok::Ident(name)) = self.tok(i) else {
+                continue;
+            };
             let Some(reg) = self.cregs.get(name) else {
                 continue;
             };
-            let index = match (toks.get(i + 1), toks.get(i + 2), toks.get(i + 3)) {
-                (
-                    Some((Tok::Punct('['), _)),
-                    Some((Tok::Num(n), _)),
-                    Some((Tok::Punct(']'), _)),
-                ) => n.parse::<u32>().ok().filter(|&n| n < reg.size),
+            let (offset, size) = (reg.offset, reg.size);
+            let index = match (self.tok(i + 1), self.tok(i + 2), self.tok(i + 3)) {
+                (Some(Tok::Punct('[')), Some(Tok::Num(n)), Some(Tok::Punct(']'))) => {
+                    n.parse::<u32>().ok().filter(|&n| n < size)
+                }
                 _ => None,
             };
             match index {
-                Some(n) => bits.push((false, reg.offset.saturating_add(n))),
-                None => bits.extend(
-                    (0..reg.size.min(1 << 16)).map(|b| (false, reg.offset.saturating_add(b))),
-                ),
+                Some(n) => {
+                    self.work(1)?;
+                    bits.push(Wire::from(offset.saturating_add(n)));
+                }
+                None => {
+                    self.work(u64::from(size))?;
+                    bits.extend((0..size).map(|b| Wire::from(offset.saturating_add(b))));
+                }
             }
         }
-        bits
+        bits.sort_unstable();
+        bits.dedup();
+        Ok(bits)
     }
 
     fn name(&mut self) -> Result<&'a str, ParseError> {
@@ -519,7 +655,7 @@ impl<'a> Scan<'a> {
 
     /// After a declaration's name: `;`, or `= measure q;`, or `= expr;`.
     fn rest_of_assignment(&mut self) -> Result<(), ParseError> {
-        if self.eat('=') && self.peek() == Some(&Tok::Ident("measure")) {
+        if self.eat('=') && self.peek() == Some(Tok::Ident("measure")) {
             // the target is the register just declared, before `=`
             self.at += 1;
             let q = self.operands()?;
@@ -533,12 +669,10 @@ impl<'a> Scan<'a> {
     /// measurement; any other assignment is classical code.
     fn gate_or_assignment(&mut self) -> Result<(), ParseError> {
         // modifiers: inv @, pow(k) @, ctrl(n) @, negctrl @
-        while let (Some(Tok::Ident("inv" | "pow" | "ctrl" | "negctrl")), _) =
-            (self.peek(), self.peek_at(1))
-        {
+        while let Some(Tok::Ident("inv" | "pow" | "ctrl" | "negctrl")) = self.peek() {
             let save = self.at;
             self.at += 1;
-            if self.peek() == Some(&Tok::Punct('(')) {
+            if self.peek() == Some(Tok::Punct('(')) {
                 self.skip_group('(', ')');
             }
             if !self.eat('@') {
@@ -553,16 +687,14 @@ impl<'a> Scan<'a> {
         };
         // an assignment target, possibly indexed
         let mut look = self.at;
-        if self.toks.get(look).map(|t| &t.0) == Some(&Tok::Punct('[')) {
+        if self.tok(look) == Some(Tok::Punct('[')) {
             let save = self.at;
             self.skip_group('[', ']');
             look = self.at;
             self.at = save;
         }
-        match self.toks.get(look).map(|t| &t.0) {
-            Some(Tok::Punct('='))
-                if self.toks.get(look + 1).map(|t| &t.0) == Some(&Tok::Ident("measure")) =>
-            {
+        match self.tok(look) {
+            Some(Tok::Punct('=')) if self.tok(look + 1) == Some(Tok::Ident("measure")) => {
                 self.at = start;
                 let c = self.operands()?;
                 self.at = look + 2;
@@ -580,10 +712,10 @@ impl<'a> Scan<'a> {
             _ => {}
         }
         // a gate call: parameters, an optional duration, operands
-        if self.peek() == Some(&Tok::Punct('(')) {
+        if self.peek() == Some(Tok::Punct('(')) {
             self.skip_group('(', ')');
         }
-        if self.peek() == Some(&Tok::Punct('[')) {
+        if self.peek() == Some(Tok::Punct('[')) {
             self.skip_group('[', ']');
         }
         let q = self.operands()?;
@@ -601,7 +733,6 @@ impl<'a> Scan<'a> {
     fn operands(&mut self) -> Result<Vec<Operand>, ParseError> {
         let mut out = Vec::new();
         while let Some(Tok::Ident(name)) = self.peek() {
-            let name = *name;
             self.at += 1;
             let op = if let Some(hw) = name.strip_prefix('$') {
                 let q: u32 = hw.parse().map_err(|_| self.err("bad hardware qubit"))?;
@@ -614,7 +745,7 @@ impl<'a> Scan<'a> {
                     .get(name)
                     .or_else(|| self.cregs.get(name))
                     .map(|r| (r.offset, r.size));
-                let index = if self.peek() == Some(&Tok::Punct('[')) {
+                let index = if self.peek() == Some(Tok::Punct('[')) {
                     Some(self.int_in_brackets())
                 } else {
                     None
@@ -647,30 +778,34 @@ impl<'a> Scan<'a> {
             .unwrap_or(1)
     }
 
-    fn budget(&self, n: u32) -> Result<(), ParseError> {
-        if self.stats.instructions + u64::from(n) > MAX_OPERATIONS {
-            return Err(self.err("circuit too large to analyse"));
-        }
-        Ok(())
+    /// Charge `n` operations of `wires` wires each (plus the condition's
+    /// bits) before doing any of them.
+    fn charge_ops(&mut self, n: u32, wires: usize) -> Result<(), ParseError> {
+        let per_op = (wires as u64).saturating_add(self.condition.len() as u64);
+        self.work(u64::from(n).saturating_mul(per_op.max(1)))
     }
 
     fn apply(&mut self, q: &[Operand]) -> Result<(), ParseError> {
         let n = Self::broadcast(q);
-        self.budget(n)?;
+        self.charge_ops(n, q.len())?;
+        let mut wires = Vec::with_capacity(q.len());
         for i in 0..n {
-            let wires: Vec<(bool, u32)> = q.iter().map(|o| (true, o.at(i))).collect();
-            self.op(&wires, q.len() == 2);
+            wires.clear();
+            wires.extend(q.iter().map(|o| QUBIT | Wire::from(o.at(i))));
+            self.op(&wires, q.len() == 2)?;
         }
         Ok(())
     }
 
     fn measure(&mut self, q: &[Operand], c: &[Operand]) -> Result<(), ParseError> {
         let n = Self::broadcast(q).max(Self::broadcast(c));
-        self.budget(n)?;
+        self.charge_ops(n, q.len() + c.len())?;
+        let mut wires = Vec::with_capacity(q.len() + c.len());
         for i in 0..n {
-            let mut wires: Vec<(bool, u32)> = q.iter().map(|o| (true, o.at(i))).collect();
-            wires.extend(c.iter().map(|o| (false, o.at(i))));
-            self.op(&wires, false);
+            wires.clear();
+            wires.extend(q.iter().map(|o| QUBIT | Wire::from(o.at(i))));
+            wires.extend(c.iter().map(|o| Wire::from(o.at(i))));
+            self.op(&wires, false)?;
             self.stats.measurements += 1;
         }
         Ok(())
@@ -678,44 +813,65 @@ impl<'a> Scan<'a> {
 
     /// A barrier is an instruction but adds no depth: it lines its qubits
     /// up at the deepest of them (as Qiskit's depth treats directives).
-    /// Without operands it spans every declared qubit.
-    fn barrier(&mut self, q: &[Operand]) {
+    /// Without operands it spans every declared qubit. Its width is charged
+    /// first: `barrier q;` over a register of a million is a million steps.
+    fn barrier(&mut self, q: &[Operand]) -> Result<(), ParseError> {
+        let all = [Operand::Whole {
+            offset: 0,
+            size: self.stats.qubits,
+        }];
+        let q = if q.is_empty() { &all[..] } else { q };
+        let width = q.iter().map(|o| u64::from(o.size())).sum::<u64>();
+        self.work(width)?;
         self.stats.instructions += 1;
-        let wires: Vec<(bool, u32)> = if q.is_empty() {
-            (0..self.stats.qubits.min(1 << 20))
-                .map(|i| (true, i))
-                .collect()
-        } else {
+        let wires = || {
             q.iter()
-                .flat_map(|o| (0..o.size().min(1 << 20)).map(move |i| (true, o.at(i))))
-                .collect()
+                .flat_map(|o| (0..o.size()).map(move |i| QUBIT | Wire::from(o.at(i))))
         };
-        let level = wires
-            .iter()
-            .map(|w| self.level.get(w).copied().unwrap_or(0))
+        let level = wires()
+            .map(|w| self.level.get(&w).copied().unwrap_or(0))
             .max()
             .unwrap_or(0);
-        for w in wires {
-            self.level.insert(w, level);
+        for w in wires() {
+            self.set_level(w, level)?;
         }
+        Ok(())
     }
 
-    fn op(&mut self, wires: &[(bool, u32)], two_qubit: bool) {
+    /// Record `wire`'s depth; a new wire must fit in the depth map's bound.
+    fn set_level(&mut self, wire: Wire, level: u64) -> Result<(), ParseError> {
+        let max = self.budget.max_wires();
+        if self.level.len() >= max && !self.level.contains_key(&wire) {
+            return Err(self.hit(Hit {
+                limit: "max_work",
+                message: format!("more than {max} distinct qubits and bits touched"),
+            }));
+        }
+        self.level.insert(wire, level);
+        Ok(())
+    }
+
+    /// One operation on `wires` (already charged), waiting for the condition.
+    fn op(&mut self, wires: &[Wire], two_qubit: bool) -> Result<(), ParseError> {
         self.stats.instructions += 1;
         if two_qubit {
             self.stats.two_qubit_gates += 1;
         }
-        let all = || wires.iter().chain(self.condition.iter());
-        let level = all()
+        let level = wires
+            .iter()
+            .chain(&self.condition)
             .map(|w| self.level.get(w).copied().unwrap_or(0))
             .max()
             .unwrap_or(0)
             + 1;
-        let touched: Vec<(bool, u32)> = all().copied().collect();
-        for w in touched {
-            self.level.insert(w, level);
+        for &w in wires {
+            self.set_level(w, level)?;
+        }
+        for i in 0..self.condition.len() {
+            self.set_level(self.condition[i], level)?;
         }
         self.stats.depth = self.stats.depth.max(level);
+        Ok(())
     }
 }
 

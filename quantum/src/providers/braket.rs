@@ -7,14 +7,24 @@
 //! list-valued `inputs` that are zipped: one binding per position), a JAQCD
 //! program or an analog Hamiltonian simulation. For program sets `shots` is
 //! the task's total over all executables.
+//!
+//! The `action` string is JSON inside JSON: it is pre-scanned against the
+//! same element and depth budget as the body before it is parsed, and its
+//! programs share one OpenQASM budget. Unreadable `shots` leave `shots`
+//! and `executions` unset.
 
 use serde_json::Value;
 use vigil_schema::QuantumJob;
 
 use super::{str_at, tag_sizes, u64_of, Circuits};
+use crate::budget::Budget;
 use crate::{circuit_hash, qasm, ParseError};
 
-pub fn parse_submit(v: &Value, job: &mut QuantumJob) -> Result<(), ParseError> {
+pub fn parse_submit(
+    v: &Value,
+    job: &mut QuantumJob,
+    budget: &mut Budget<'_>,
+) -> Result<(), ParseError> {
     let err = |m: String| ParseError::new("braket", m);
     job.backend = str_at(v, "/deviceArn");
     job.shots = v.get("shots").and_then(u64_of);
@@ -38,6 +48,9 @@ pub fn parse_submit(v: &Value, job: &mut QuantumJob) -> Result<(), ParseError> {
     let owned;
     let action = match action {
         Value::String(s) => {
+            budget
+                .prescan_json(s.as_bytes())
+                .map_err(|hit| hit.error("braket", "action"))?;
             owned = serde_json::from_str::<Value>(s)
                 .map_err(|e| err(format!("action is not JSON: {e}")))?;
             &owned
@@ -46,14 +59,14 @@ pub fn parse_submit(v: &Value, job: &mut QuantumJob) -> Result<(), ParseError> {
     };
     let kind = str_at(action, "/braketSchemaHeader/name").unwrap_or_default();
     let mut circuits = Circuits::default();
-    let shots = job.shots.unwrap_or(0);
+    let shots = job.shots;
     match kind.as_str() {
         "braket.ir.openqasm.program" => {
             job.program = Some("openqasm".into());
             let bindings =
-                program(action, &mut circuits).map_err(|e| err(format!("action: {e}")))?;
+                program(action, &mut circuits, budget).map_err(|e| nest(e, "braket", "action"))?;
             job.bindings = Some(bindings);
-            job.executions = Some(bindings.saturating_mul(shots));
+            job.executions = shots.map(|s| bindings.saturating_mul(s));
         }
         "braket.ir.openqasm.program_set" => {
             job.program = Some("program_set".into());
@@ -63,12 +76,13 @@ pub fn parse_submit(v: &Value, job: &mut QuantumJob) -> Result<(), ParseError> {
                 .ok_or_else(|| err("program set has no programs".into()))?;
             let mut bindings = 0u64;
             for (i, p) in programs.iter().enumerate() {
-                bindings += program(p, &mut circuits)
-                    .map_err(|e| err(format!("action.programs[{i}]: {e}")))?;
+                let b = program(p, &mut circuits, budget)
+                    .map_err(|e| nest(e, "braket", &format!("action.programs[{i}]")))?;
+                bindings = bindings.saturating_add(b);
             }
             job.bindings = Some(bindings);
             // the task's shots are the total over every executable
-            job.executions = Some(shots);
+            job.executions = shots;
         }
         "braket.ir.jaqcd.program" => {
             job.program = Some("jaqcd".into());
@@ -82,14 +96,14 @@ pub fn parse_submit(v: &Value, job: &mut QuantumJob) -> Result<(), ParseError> {
                 let mut n = 0;
                 for key in ["target", "control"] {
                     if let Some(q) = ins.get(key).and_then(Value::as_u64) {
-                        width = width.max(q as u32 + 1);
+                        width = width.max(wire_count(q));
                         n += 1;
                     }
                 }
                 for key in ["targets", "controls"] {
                     for q in ins.get(key).and_then(Value::as_array).into_iter().flatten() {
                         if let Some(q) = q.as_u64() {
-                            width = width.max(q as u32 + 1);
+                            width = width.max(wire_count(q));
                             n += 1;
                         }
                     }
@@ -101,13 +115,13 @@ pub fn parse_submit(v: &Value, job: &mut QuantumJob) -> Result<(), ParseError> {
                 .hashes
                 .push(circuit_hash(action.to_string().as_bytes()));
             job.bindings = Some(1);
-            job.executions = Some(shots);
+            job.executions = shots;
         }
         "" => return Err(err("action has no braketSchemaHeader.name".into())),
         other => {
             // analog Hamiltonian simulation and the like: no gate circuit
             job.program = Some(other.trim_start_matches("braket.ir.").to_string());
-            job.executions = Some(shots);
+            job.executions = shots;
         }
     }
     job.parameters = Some(circuits.parameters);
@@ -117,12 +131,12 @@ pub fn parse_submit(v: &Value, job: &mut QuantumJob) -> Result<(), ParseError> {
 
 /// One OpenQASM program: its statistics into `circuits`; returns its
 /// bindings (1 for scalar inputs, the zipped length for list inputs).
-fn program(p: &Value, circuits: &mut Circuits) -> Result<u64, ParseError> {
+fn program(p: &Value, circuits: &mut Circuits, budget: &mut Budget<'_>) -> Result<u64, ParseError> {
     let source = p
         .get("source")
         .and_then(Value::as_str)
         .ok_or_else(|| ParseError::new("braket", "program has no OpenQASM source"))?;
-    let stats = qasm::analyze(source)?;
+    let stats = qasm::analyze_in(source, budget)?;
     circuits.add_qasm(&stats);
     circuits.hashes.push(circuit_hash(source.as_bytes()));
     let bindings = match p.get("inputs").and_then(Value::as_object) {
@@ -137,4 +151,19 @@ fn program(p: &Value, circuits: &mut Circuits) -> Result<u64, ParseError> {
         None => 1,
     };
     Ok(bindings)
+}
+
+/// Qubits needed to hold qubit index `q` (saturating: indices are untrusted).
+fn wire_count(q: u64) -> u32 {
+    u32::try_from(q.saturating_add(1)).unwrap_or(u32::MAX)
+}
+
+/// `e` from inside `place` (e.g. `action`), as an error of `part` that
+/// keeps which limit, if any, was hit.
+fn nest(e: ParseError, part: &'static str, place: &str) -> ParseError {
+    ParseError {
+        part,
+        message: format!("{place}: {e}"),
+        limit: e.limit,
+    }
 }

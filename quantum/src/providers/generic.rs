@@ -6,6 +6,7 @@ use serde_json::Value;
 use vigil_schema::QuantumJob;
 
 use super::{str_at, tag_sizes, u64_of, Circuits};
+use crate::budget::Budget;
 use crate::{circuit_hash, qasm, ParseError};
 
 /// Field paths of a generic route, from the collector config.
@@ -91,7 +92,13 @@ impl GenericFields {
         Ok(())
     }
 
-    pub fn parse_submit(&self, v: &Value, job: &mut QuantumJob) -> Result<(), ParseError> {
+    /// Unreadable shots leave `shots` and `executions` unset.
+    pub(crate) fn parse_submit(
+        &self,
+        v: &Value,
+        job: &mut QuantumJob,
+        budget: &mut Budget<'_>,
+    ) -> Result<(), ParseError> {
         let at = |p: &Option<String>| p.as_deref().and_then(|p| v.pointer(p));
         job.backend = self.backend.as_deref().and_then(|p| str_at(v, p));
         job.shots = at(&self.shots).and_then(u64_of);
@@ -115,7 +122,7 @@ impl GenericFields {
                 ));
             }
             for s in sources {
-                circuits.add_qasm(&qasm::analyze(s)?);
+                circuits.add_qasm(&qasm::analyze_in(s, budget)?);
                 circuits.hashes.push(circuit_hash(s.as_bytes()));
             }
             job.parameters = Some(circuits.parameters);
@@ -124,12 +131,8 @@ impl GenericFields {
             job.qubits = Some(q.min(u64::from(u32::MAX)) as u32);
         }
         job.bindings = Some(1);
-        job.executions = Some(
-            job.circuits
-                .unwrap_or(1)
-                .max(1)
-                .saturating_mul(job.shots.unwrap_or(0)),
-        );
+        let circuits = job.circuits.unwrap_or(1).max(1);
+        job.executions = job.shots.map(|s| circuits.saturating_mul(s));
         Ok(())
     }
 }

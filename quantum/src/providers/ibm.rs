@@ -6,11 +6,18 @@
 //! observables, parameter_values?, precision?]`. Circuits are
 //! `{"__type__": "QuantumCircuit", "__value__": base64(zlib(QPY))}`,
 //! arrays `{"__type__": "ndarray", "__value__": base64(zlib(.npy))}`.
+//!
+//! Each PUB runs its own shots: its own (sampler shots, estimator
+//! precision) else the options' default, else Qiskit Runtime's. `shots` is
+//! their sum over the PUBs, `executions` the sum of each PUB's shots times
+//! its parameter sets. A shots value present but unreadable leaves both
+//! unset rather than guessed: policy denies on what it cannot read.
 
 use serde_json::Value;
 use vigil_schema::QuantumJob;
 
 use super::{str_at, tag_sizes, u64_of, Circuits};
+use crate::budget::Budget;
 use crate::encoded::b64_zlib_head;
 use crate::{circuit_hash, npy, qpy, ParseError};
 
@@ -18,7 +25,11 @@ use crate::{circuit_hash, npy, qpy, ParseError};
 const SAMPLER_DEFAULT_SHOTS: u64 = 4096;
 const ESTIMATOR_DEFAULT_PRECISION: f64 = 0.015625;
 
-pub fn parse_submit(v: &Value, job: &mut QuantumJob) -> Result<(), ParseError> {
+pub fn parse_submit(
+    v: &Value,
+    job: &mut QuantumJob,
+    budget: &mut Budget<'_>,
+) -> Result<(), ParseError> {
     let err = |m: String| ParseError::new("ibm_runtime", m);
     let program = str_at(v, "/program_id");
     job.backend = str_at(v, "/backend");
@@ -37,15 +48,17 @@ pub fn parse_submit(v: &Value, job: &mut QuantumJob) -> Result<(), ParseError> {
         .as_array()
         .ok_or_else(|| err("params.pubs is not a list".into()))?;
     let options = v.pointer("/params/options");
-    let default_shots = options
-        .and_then(|o| o.get("default_shots"))
-        .and_then(u64_of);
-    let default_precision = options
-        .and_then(|o| o.get("default_precision"))
-        .and_then(Value::as_f64);
+    // present but unreadable: no default applies, the shots are unknown
+    let default_shots = readable(options.and_then(|o| o.get("default_shots")), u64_of);
+    let default_precision = readable(
+        options.and_then(|o| o.get("default_precision")),
+        precision_of,
+    );
 
     let mut circuits = Circuits::default();
-    let (mut bindings, mut executions, mut shots_max, mut metadata) = (0u64, 0u64, 0u64, 0u64);
+    let (mut bindings, mut metadata) = (0u64, 0u64);
+    // None once any PUB's shots cannot be read
+    let (mut shots_total, mut executions) = (Some(0u64), Some(0u64));
     let mut parameters = 0u64;
     for (i, pub_) in pubs.iter().enumerate() {
         // a PUB may be a bare circuit
@@ -58,49 +71,72 @@ pub fn parse_submit(v: &Value, job: &mut QuantumJob) -> Result<(), ParseError> {
             .ok_or_else(|| err(format!("pubs[{i}] is empty")))?;
         let qpy_value = typed_value(circuit, "QuantumCircuit")
             .ok_or_else(|| err(format!("pubs[{i}][0] is not an encoded QuantumCircuit")))?;
-        let head = b64_zlib_head(qpy_value, "qpy")?;
+        let head = b64_zlib_head(qpy_value, "qpy", budget)?;
         let file = qpy::parse(&head).map_err(|e| err(format!("pubs[{i}]: {e}")))?;
         for c in &file.circuits {
             // operations are not decoded: depth and two-qubit gates stay unknown
             circuits.add(c.qubits, c.instructions, None, None);
-            metadata += c.metadata_bytes + c.name.len() as u64;
+            metadata = metadata
+                .saturating_add(c.metadata_bytes)
+                .saturating_add(c.name.len() as u64);
         }
         circuits.hashes.push(circuit_hash(qpy_value.as_bytes()));
 
         let (values, shots) = if estimator {
-            let precision = items
-                .get(3)
-                .and_then(Value::as_f64)
-                .or(default_precision)
-                .filter(|p| *p > 0.0);
-            // explicit shots win; else the shots that reach the precision
-            let shots = default_shots.unwrap_or_else(|| {
-                let p = precision.unwrap_or(ESTIMATOR_DEFAULT_PRECISION);
-                (1.0 / (p * p)).ceil() as u64
-            });
+            // the PUB's own precision wins, then default_shots, then the
+            // default precision (qiskit_ibm_runtime EstimatorV2)
+            let shots = match readable(items.get(3), precision_of) {
+                Some(own) => own.map(shots_for),
+                None => match default_shots {
+                    Some(shots) => shots,
+                    None => match default_precision {
+                        Some(p) => p.map(shots_for),
+                        None => Some(shots_for(ESTIMATOR_DEFAULT_PRECISION)),
+                    },
+                },
+            };
             (items.get(2), shots)
         } else {
-            let shots = items
-                .get(2)
-                .and_then(u64_of)
-                .or(default_shots)
-                .unwrap_or(SAMPLER_DEFAULT_SHOTS);
+            let shots = match readable(items.get(2), u64_of) {
+                Some(own) => own,
+                None => default_shots.unwrap_or(Some(SAMPLER_DEFAULT_SHOTS)),
+            };
             (items.get(1), shots)
         };
-        let (b, p) = sweep(values).map_err(|e| err(format!("pubs[{i}] parameter values: {e}")))?;
-        bindings += b;
+        let (b, p) =
+            sweep(values, budget).map_err(|e| err(format!("pubs[{i}] parameter values: {e}")))?;
+        bindings = bindings.saturating_add(b);
         parameters = parameters.max(p);
-        executions = executions.saturating_add(b.saturating_mul(shots));
-        shots_max = shots_max.max(shots);
+        shots_total = shots_total.zip(shots).map(|(t, s)| t.saturating_add(s));
+        executions = executions
+            .zip(shots)
+            .map(|(e, s)| e.saturating_add(b.saturating_mul(s)));
     }
     circuits.parameters = parameters;
     circuits.write(job);
     job.parameters = Some(parameters);
     job.bindings = Some(bindings);
-    job.shots = Some(shots_max);
-    job.executions = Some(executions);
+    job.shots = shots_total;
+    job.executions = executions;
     job.metadata_bytes = Some(metadata);
     Ok(())
+}
+
+/// A field that may be absent (`None`), present and readable
+/// (`Some(Some(x))`) or present and unreadable (`Some(None)`); null counts
+/// as absent, as the SDKs send it for "not set".
+fn readable<T>(v: Option<&Value>, read: impl Fn(&Value) -> Option<T>) -> Option<Option<T>> {
+    v.filter(|v| !v.is_null()).map(read)
+}
+
+fn precision_of(v: &Value) -> Option<f64> {
+    v.as_f64().filter(|p| *p > 0.0)
+}
+
+/// Shots an estimator runs to reach `precision`: 1 / precision².
+fn shots_for(precision: f64) -> u64 {
+    // a float cast saturates: a tiny precision asks for u64::MAX shots
+    (1.0 / (precision * precision)).ceil() as u64
 }
 
 /// `{"__type__": type, "__value__": "..."}` → the value.
@@ -110,35 +146,43 @@ fn typed_value<'a>(v: &'a Value, type_name: &str) -> Option<&'a str> {
 }
 
 /// Parameter sets and parameters per set of a PUB's parameter values:
-/// an encoded ndarray, nested lists, a mapping of names to arrays
+/// an encoded ndarray, nested lists, a mapping of names to either
 /// (BindingsArray), or nothing (one execution, no parameters).
-fn sweep(values: Option<&Value>) -> Result<(u64, u64), ParseError> {
+fn sweep(values: Option<&Value>, budget: &mut Budget<'_>) -> Result<(u64, u64), ParseError> {
     let Some(values) = values.filter(|v| !v.is_null()) else {
         return Ok((1, 0));
     };
+    if let Value::Object(map) = values {
+        if typed_value(values, "ndarray").is_none() {
+            // BindingsArray data: {"(a, b)": array, ...}: the sets are the
+            // broadcast of the arrays' outer shapes, the parameters their
+            // sum. One level only (no recursion): a map inside is refused.
+            let (mut sets, mut params) = (1u64, 0u64);
+            for v in map.values() {
+                let (b, p) = array_sweep(v, budget)?;
+                sets = sets.max(b);
+                params = params.saturating_add(p);
+            }
+            return Ok((sets, params));
+        }
+    }
+    array_sweep(values, budget)
+}
+
+/// [`sweep`] of one array: an encoded ndarray or nested lists.
+fn array_sweep(values: &Value, budget: &mut Budget<'_>) -> Result<(u64, u64), ParseError> {
     if let Some(encoded) = typed_value(values, "ndarray") {
-        let head = b64_zlib_head(encoded, "npy")?;
+        let head = b64_zlib_head(encoded, "npy", budget)?;
         let h = npy::parse_header(&head)?;
         return Ok((h.bindings(), h.parameters()));
     }
     if let Value::Array(_) = values {
         let shape = list_shape(values);
         let (outer, last) = match shape.split_last() {
-            Some((last, outer)) => (outer.iter().product::<u64>(), *last),
+            Some((last, outer)) => (outer.iter().fold(1u64, |a, &d| a.saturating_mul(d)), *last),
             None => (1, 0),
         };
         return Ok((outer.max(1), last));
-    }
-    if let Value::Object(map) = values {
-        // BindingsArray data: {"(a, b)": array, ...}: the sets are the
-        // broadcast of the arrays' outer shapes, the parameters their sum
-        let (mut sets, mut params) = (1u64, 0u64);
-        for v in map.values() {
-            let (b, p) = sweep(Some(v))?;
-            sets = sets.max(b);
-            params += p;
-        }
-        return Ok((sets, params));
     }
     Err(ParseError::new(
         "ibm_runtime",

@@ -3,15 +3,21 @@
 //! `{"target"|"backend", "shots", "name", "metadata", "input": {"format"?,
 //! "qubits", "circuit": [{"gate", "target"|"targets", "control"|"controls"}]}}`;
 //! `input.circuits` holds several circuits; `input.format` `qasm` or
-//! `openqasm` carries source in `input.data`.
+//! `openqasm` carries source in `input.data`. Unreadable `shots` leave
+//! `shots` and `executions` unset.
 
 use serde_json::Value;
 use vigil_schema::QuantumJob;
 
 use super::{json_size, str_at, u64_of, Circuits};
+use crate::budget::Budget;
 use crate::{circuit_hash, qasm, ParseError};
 
-pub fn parse_submit(v: &Value, job: &mut QuantumJob) -> Result<(), ParseError> {
+pub fn parse_submit(
+    v: &Value,
+    job: &mut QuantumJob,
+    budget: &mut Budget<'_>,
+) -> Result<(), ParseError> {
     let err = |m: String| ParseError::new("ionq", m);
     job.backend = str_at(v, "/target").or_else(|| str_at(v, "/backend"));
     job.shots = v.get("shots").and_then(u64_of);
@@ -36,7 +42,7 @@ pub fn parse_submit(v: &Value, job: &mut QuantumJob) -> Result<(), ParseError> {
             .get("data")
             .and_then(Value::as_str)
             .ok_or_else(|| err("QASM input has no data".into()))?;
-        let stats = qasm::analyze(source)?;
+        let stats = qasm::analyze_in(source, budget)?;
         circuits.add_qasm(&stats);
         circuits.hashes.push(circuit_hash(source.as_bytes()));
     } else {
@@ -60,7 +66,7 @@ pub fn parse_submit(v: &Value, job: &mut QuantumJob) -> Result<(), ParseError> {
     job.program = Some(format);
     job.bindings = Some(1);
     job.parameters = Some(circuits.parameters);
-    job.executions = Some(circuits.count.saturating_mul(job.shots.unwrap_or(0)));
+    job.executions = job.shots.map(|s| circuits.count.saturating_mul(s));
     circuits.write(job);
     Ok(())
 }
@@ -87,6 +93,8 @@ fn gate_list(gates: &[Value]) -> (u32, u64, u64) {
             width = width.max((*q).min(u64::from(u32::MAX - 1)) as u32 + 1);
         }
         two += u64::from(qs.len() == 2);
+        // the JSON element budget bounds the gates and their qubits: no
+        // further charge needed
         let l = qs
             .iter()
             .map(|q| level.get(q).copied().unwrap_or(0))

@@ -12,8 +12,9 @@ mod ionq;
 use serde_json::Value;
 use vigil_schema::QuantumJob;
 
+use crate::budget::Budget;
 use crate::qasm::CircuitStats;
-use crate::ParseError;
+use crate::{ParseError, ParseLimits};
 
 pub use generic::GenericFields;
 
@@ -93,25 +94,42 @@ impl Provider {
         Operation::Other
     }
 
-    /// Fill `job` with what a submission body asks for.
+    /// Fill `job` with what a submission body asks for, within the default
+    /// [`ParseLimits`].
     pub fn parse_submit(&self, body: &[u8], job: &mut QuantumJob) -> Result<(), ParseError> {
+        self.parse_submit_with(body, job, &ParseLimits::default())
+    }
+
+    /// [`Provider::parse_submit`] within `limits`: a body over one of them
+    /// is an error naming it ([`ParseError::limit`]), found before any
+    /// `serde_json::Value` is built where the JSON itself is too large.
+    pub fn parse_submit_with(
+        &self,
+        body: &[u8],
+        job: &mut QuantumJob,
+        limits: &ParseLimits,
+    ) -> Result<(), ParseError> {
         let part = self.name();
+        let mut budget = Budget::new(limits);
+        budget
+            .prescan_json(body)
+            .map_err(|hit| hit.error(part, ""))?;
         let v: Value = serde_json::from_slice(body)
             .map_err(|e| ParseError::new(part, format!("body is not JSON: {e}")))?;
         if !v.is_object() {
             return Err(ParseError::new(part, "body is not a JSON object"));
         }
         match self {
-            Provider::IbmRuntime => ibm::parse_submit(&v, job),
-            Provider::Braket => braket::parse_submit(&v, job),
-            Provider::Ionq => ionq::parse_submit(&v, job),
-            Provider::Generic(g) => g.parse_submit(&v, job),
+            Provider::IbmRuntime => ibm::parse_submit(&v, job, &mut budget),
+            Provider::Braket => braket::parse_submit(&v, job, &mut budget),
+            Provider::Ionq => ionq::parse_submit(&v, job, &mut budget),
+            Provider::Generic(g) => g.parse_submit(&v, job, &mut budget),
         }
     }
 
     /// The job id a submission's response returns.
     pub fn submitted_job_id(&self, body: &[u8]) -> Option<String> {
-        let v: Value = serde_json::from_slice(body).ok()?;
+        let v = response_json(body)?;
         let id = match self {
             Provider::IbmRuntime | Provider::Ionq => v.get("id"),
             Provider::Braket => v.get("quantumTaskArn"),
@@ -122,7 +140,7 @@ impl Provider {
 
     /// Status and usage from a status poll's response.
     pub fn status(&self, body: &[u8], job: &mut QuantumJob) {
-        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        let Some(v) = response_json(body) else {
             return;
         };
         match self {
@@ -214,9 +232,13 @@ impl Circuits {
         }
         self.count += 1;
         self.qubits = self.qubits.max(width);
-        self.instructions += instructions;
+        // QPY headers state any count: add without overflow
+        self.instructions = self.instructions.saturating_add(instructions);
         self.depth = self.depth.zip(depth).map(|(a, b)| a.max(b));
-        self.two_qubit = self.two_qubit.zip(two_qubit).map(|(a, b)| a + b);
+        self.two_qubit = self
+            .two_qubit
+            .zip(two_qubit)
+            .map(|(a, b)| a.saturating_add(b));
     }
 
     fn add_qasm(&mut self, stats: &CircuitStats) {
@@ -241,6 +263,14 @@ impl Circuits {
     }
 }
 
+/// A provider's response as JSON, if it is JSON within the default
+/// [`ParseLimits`] (responses come from the network too).
+fn response_json(body: &[u8]) -> Option<Value> {
+    let limits = ParseLimits::default();
+    Budget::new(&limits).prescan_json(body).ok()?;
+    serde_json::from_slice(body).ok()
+}
+
 fn str_at(v: &Value, pointer: &str) -> Option<String> {
     v.pointer(pointer).and_then(scalar_string)
 }
@@ -249,9 +279,14 @@ fn num_at(v: &Value, pointer: &str) -> Option<f64> {
     v.pointer(pointer).and_then(Value::as_f64)
 }
 
+/// A count: a non-negative integer, also written as a float (`1000.0`);
+/// anything else (`1.5`, `-1`, `"100"`) is unreadable, not rounded.
 fn u64_of(v: &Value) -> Option<u64> {
-    v.as_u64()
-        .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| *f >= 0.0 && f.fract() == 0.0 && *f < u64::MAX as f64)
+            .map(|f| f as u64)
+    })
 }
 
 fn scalar_string(v: &Value) -> Option<String> {
