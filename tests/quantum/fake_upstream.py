@@ -136,6 +136,11 @@ class Handler(BaseHTTPRequestHandler):
             req = json.loads(body)
             job = "d" + uuid.uuid4().hex[:19]
             return self.reply(200, {"id": job, "backend": req.get("backend")})
+        if "/api/v1/jobs/" in path and path.endswith("/cancel") and m == "POST":
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if "/api/v1/jobs/" in path and m == "GET":
             job = parts[parts.index("jobs") + 1]
             st = status_of(job, ["Queued", "Running", "Completed"])
@@ -154,6 +159,18 @@ class Handler(BaseHTTPRequestHandler):
                                     "deviceArn": "arn:aws:braket:::device/quantum-simulator/amazon/sv1",
                                     "outputS3Bucket": "b", "outputS3Directory": "tasks/x",
                                     "createdAt": "2026-11-22T00:00:00Z"})
+        if path.startswith("/quantum-task/") and path.endswith("/cancel") and m == "PUT":
+            from urllib.parse import unquote
+            arn = unquote(path[len("/quantum-task/"):-len("/cancel")])
+            return self.reply(200, {"quantumTaskArn": arn, "cancellationStatus": "CANCELLING"})
+        # Braket hybrid jobs (CreateJob, GetJob)
+        if path == "/job" and m == "POST":
+            name = (json.loads(body or b"{}") or {}).get("jobName", "job")
+            return self.reply(201, {"jobArn": f"arn:aws:braket:us-east-1:123456789012:job/{name}"})
+        if path.startswith("/job/") and m == "GET":
+            from urllib.parse import unquote
+            arn = unquote(path[len("/job/"):])
+            return self.reply(200, {"jobArn": arn, "status": status_of(arn, ["QUEUED", "RUNNING", "COMPLETED"])})
         # IonQ
         if path.endswith("/jobs") and m == "POST":
             return self.reply(200, {"id": str(uuid.uuid4()), "status": "submitted"})

@@ -39,6 +39,7 @@ pub fn workspace_bin(name: &str) -> PathBuf {
 }
 
 pub mod detector;
+pub mod gateway;
 pub mod kafka;
 pub mod quantum;
 
@@ -233,9 +234,18 @@ impl Collector {
     }
 
     /// SIGINT, wait for exit, return every event.
-    pub fn stop(mut self) -> Vec<Value> {
+    pub fn stop(self) -> Vec<Value> {
+        self.stop_with(libc::SIGINT)
+    }
+
+    /// SIGTERM (what systemd sends), wait for exit, return every event.
+    pub fn terminate(self) -> Vec<Value> {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    fn stop_with(mut self, signal: i32) -> Vec<Value> {
         // SAFETY: kill(2) on our own child's pid has no memory-safety concerns.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        unsafe { libc::kill(self.child.id() as i32, signal) };
         let status = self.child.wait().expect("wait collector");
         assert!(
             status.success(),
