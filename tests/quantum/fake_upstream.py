@@ -95,6 +95,10 @@ class Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else b""
         self.record(body)
+        # a slow provider, when a test asks for one (the gateway relays the header)
+        delay = self.headers.get("X-Fake-Delay-Ms")
+        if delay:
+            time.sleep(int(delay) / 1000)
         path = self.path.split("?")[0]
         m = self.command
         now = int(time.time())
