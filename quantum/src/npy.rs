@@ -16,10 +16,11 @@ pub struct NpyHeader {
 }
 
 impl NpyHeader {
-    /// Parameter sets in a parameter-value array: every axis but the last.
+    /// Parameter sets in a parameter-value array: every axis but the last
+    /// (saturating: a header may state any shape).
     pub fn bindings(&self) -> u64 {
         match self.shape.split_last() {
-            Some((_, outer)) => outer.iter().product(),
+            Some((_, outer)) => outer.iter().fold(1u64, |a, &d| a.saturating_mul(d)),
             None => 1,
         }
     }
@@ -127,5 +128,14 @@ mod tests {
         assert!(parse_header(b"\x93NUMPY\x01\x00\xff\xff{").is_err());
         assert!(parse_header(&npy("{'descr': '<f8', 'shape': (a, 4)}")).is_err());
         assert!(parse_header(&npy("{'descr': '<f8'}")).is_err());
+    }
+
+    #[test]
+    fn huge_shapes_saturate() {
+        let h = parse_header(&npy(
+            "{'descr': '<f8', 'shape': (18446744073709551615, 3, 2), }",
+        ))
+        .unwrap();
+        assert_eq!((h.bindings(), h.parameters()), (u64::MAX, 2));
     }
 }

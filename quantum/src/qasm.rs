@@ -70,6 +70,10 @@ fn tokenize(src: &str, budget: &mut Budget<'_>) -> Result<Vec<Span>, ParseError>
         ));
     }
     let mut out = Vec::new();
+    // braces are counted here too, so a flood of `{` is refused as too
+    // deep at once rather than as too many tokens at the end
+    let max_depth = budget.limits.max_depth;
+    let mut braces = 0usize;
     let mut i = 0;
     while i < b.len() {
         let start = i;
@@ -119,6 +123,22 @@ fn tokenize(src: &str, budget: &mut Budget<'_>) -> Result<Vec<Span>, ParseError>
                 {
                     i += 1;
                 }
+            }
+            b'{' => {
+                braces += 1;
+                if braces > max_depth {
+                    let line = line_at(src, start);
+                    return Err(ParseError::limit(
+                        "qasm",
+                        "max_depth",
+                        format!("line {line}: blocks nested deeper than {max_depth}"),
+                    ));
+                }
+                i += 1;
+            }
+            b'}' => {
+                braces = braces.saturating_sub(1);
+                i += 1;
             }
             // multi-byte UTF-8 never reaches here (>= 0x80 is an identifier byte)
             _ => i += 1,

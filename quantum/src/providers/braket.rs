@@ -167,3 +167,40 @@ fn nest(e: ParseError, part: &'static str, place: &str) -> ParseError {
         limit: e.limit,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ParseLimits;
+
+    #[test]
+    fn unreadable_shots_leave_executions_unset() {
+        let action = r#"{"braketSchemaHeader": {"name": "braket.ir.openqasm.program"},
+            "source": "OPENQASM 3; qubit[2] q; h q[0];"}"#;
+        for shots in [
+            serde_json::json!("100"),
+            serde_json::json!(-1),
+            serde_json::json!(1.5),
+        ] {
+            let body = serde_json::json!({"deviceArn": "d", "shots": shots, "action": action});
+            let limits = ParseLimits::default();
+            let mut job = QuantumJob::default();
+            parse_submit(&body, &mut job, &mut Budget::new(&limits)).unwrap();
+            assert_eq!((job.shots, job.executions), (None, None), "{shots}");
+            assert_eq!(job.qubits, Some(2));
+        }
+    }
+
+    #[test]
+    fn huge_jaqcd_qubit_indices_saturate() {
+        let action = serde_json::json!({
+            "braketSchemaHeader": {"name": "braket.ir.jaqcd.program"},
+            "instructions": [{"type": "cnot", "control": 4294967295u64, "target": u64::MAX}]
+        });
+        let body = serde_json::json!({"deviceArn": "d", "shots": 1, "action": action});
+        let limits = ParseLimits::default();
+        let mut job = QuantumJob::default();
+        parse_submit(&body, &mut job, &mut Budget::new(&limits)).unwrap();
+        assert_eq!(job.qubits, Some(u32::MAX));
+    }
+}

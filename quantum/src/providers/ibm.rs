@@ -203,3 +203,131 @@ fn list_shape(v: &Value) -> Vec<u64> {
     }
     shape
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use base64::Engine;
+
+    use super::*;
+    use crate::ParseLimits;
+
+    /// base64(zlib(bytes)), as Qiskit Runtime encodes binary values.
+    fn encoded(bytes: &[u8]) -> String {
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(bytes).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(z.finish().unwrap())
+    }
+
+    /// A QPY 5 file of one circuit: `qubits` wide, `instructions` long.
+    fn qpy(qubits: u32, instructions: u64) -> serde_json::Value {
+        let mut f = b"QISKIT".to_vec();
+        f.extend([5, 1, 0, 0]);
+        f.extend(1u64.to_be_bytes());
+        f.push(b'q');
+        f.extend(1u16.to_be_bytes()); // name size
+        f.extend([b'p', 0, 0]); // global phase type and size
+        f.extend(qubits.to_be_bytes());
+        f.extend(0u32.to_be_bytes()); // clbits
+        f.extend(0u64.to_be_bytes()); // metadata
+        f.extend(0u32.to_be_bytes()); // registers
+        f.extend(instructions.to_be_bytes());
+        f.push(b'c');
+        serde_json::json!({"__type__": "QuantumCircuit", "__value__": encoded(&f)})
+    }
+
+    fn parse(body: serde_json::Value) -> QuantumJob {
+        let limits = ParseLimits::default();
+        let mut job = QuantumJob::default();
+        parse_submit(&body, &mut job, &mut Budget::new(&limits)).unwrap();
+        job
+    }
+
+    #[test]
+    fn sampler_shots_and_executions_sum_over_every_pub() {
+        let job = parse(serde_json::json!({
+            "program_id": "sampler", "backend": "ibm_fez",
+            "params": {"options": {"default_shots": 50}, "pubs": [
+                // own shots, 3 parameter sets
+                [qpy(2, 10), [[0.1], [0.2], [0.3]], 100],
+                // the default shots, no parameters
+                [qpy(5, 20)],
+                // own shots, 2 x 2 sets of 4 parameters
+                [qpy(3, 30), [[[1, 2, 3, 4], [1, 2, 3, 4]], [[1, 2, 3, 4], [1, 2, 3, 4]]], 7],
+            ]}
+        }));
+        assert_eq!(job.circuits, Some(3));
+        assert_eq!((job.qubits, job.instructions), (Some(5), Some(60)));
+        assert_eq!(job.bindings, Some(3 + 1 + 4));
+        assert_eq!(job.shots, Some(100 + 50 + 7));
+        assert_eq!(job.executions, Some(3 * 100 + 50 + 4 * 7));
+        assert_eq!(job.parameters, Some(4));
+    }
+
+    #[test]
+    fn estimator_pub_precision_wins_over_the_defaults() {
+        let job = parse(serde_json::json!({
+            "program_id": "estimator",
+            "params": {"options": {"default_shots": 1000}, "pubs": [
+                // own precision 0.1: 100 shots, 2 sets
+                [qpy(2, 5), "ZZ", [[0.1], [0.2]], 0.1],
+                // default_shots
+                [qpy(2, 5), "ZZ"],
+            ]}
+        }));
+        assert_eq!(job.shots, Some(100 + 1000));
+        assert_eq!(job.executions, Some(2 * 100 + 1000));
+        let job = parse(serde_json::json!({
+            "program_id": "estimator",
+            "params": {"options": {"default_precision": 0.05}, "pubs": [[qpy(2, 5), "ZZ"]]}
+        }));
+        assert_eq!(job.shots, Some(400));
+        // nothing said: Qiskit Runtime's default precision, 1/4096^0.5
+        let job = parse(serde_json::json!({
+            "program_id": "estimator", "params": {"pubs": [[qpy(2, 5), "ZZ"]]}
+        }));
+        assert_eq!(job.shots, Some(4096));
+    }
+
+    #[test]
+    fn unreadable_shots_are_left_unset_not_guessed() {
+        for pubs in [
+            serde_json::json!([[qpy(2, 5), null, 100], [qpy(2, 5), null, "many"]]),
+            serde_json::json!([[qpy(2, 5), null, -5]]),
+            serde_json::json!([[qpy(2, 5), null, 2.5]]),
+        ] {
+            let job = parse(serde_json::json!({"program_id": "sampler", "params": {"pubs": pubs}}));
+            assert_eq!((job.shots, job.executions), (None, None), "{pubs}");
+            // what could be read still is
+            assert!(job.circuits.is_some());
+        }
+        let job = parse(serde_json::json!({
+            "program_id": "sampler",
+            "params": {"options": {"default_shots": "x"}, "pubs": [[qpy(2, 5)]]}
+        }));
+        assert_eq!((job.shots, job.executions), (None, None));
+        let job = parse(serde_json::json!({
+            "program_id": "estimator",
+            "params": {"pubs": [[qpy(2, 5), "ZZ", null, "fine"]]}
+        }));
+        assert_eq!((job.shots, job.executions), (None, None));
+        // no backend named: none recorded
+        let job = parse(serde_json::json!({"program_id": "sampler", "backend": {"name": 1}}));
+        assert_eq!(job.backend, None);
+    }
+
+    #[test]
+    fn nested_binding_maps_are_refused() {
+        let limits = ParseLimits::default();
+        let mut job = QuantumJob::default();
+        let body = serde_json::json!({"program_id": "sampler", "params": {"pubs": [
+            [qpy(2, 5), {"(a)": {"(b)": {"(c)": [[1]]}}}]
+        ]}});
+        let e = parse_submit(&body, &mut job, &mut Budget::new(&limits)).unwrap_err();
+        assert!(
+            e.to_string().contains("unrecognised parameter values"),
+            "{e}"
+        );
+    }
+}
