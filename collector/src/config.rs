@@ -758,4 +758,3 @@ mod tests {
         assert!(err.contains("xml") && err.contains("arrow"), "{err}");
     }
 }
-

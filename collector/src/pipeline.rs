@@ -426,7 +426,9 @@ fn job_output(host: &crate::enrich::Host, r: vigil_schema::link::JobRecord) -> O
     event.quantum_job = Some(Box::new(r.job));
     Output {
         event,
-        context: r.context.map(|c| Arc::new(crate::enrich::SharedContext::new(c))),
+        context: r
+            .context
+            .map(|c| Arc::new(crate::enrich::SharedContext::new(c))),
     }
 }
 

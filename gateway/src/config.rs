@@ -265,10 +265,7 @@ fn validate_gateway(g: &GatewayConfig, bad: &mut impl FnMut(String, String)) {
         Ok(_) => {}
     }
     if g.routes.is_empty() {
-        bad(
-            "routes".into(),
-            "at least one route is needed".into(),
-        );
+        bad("routes".into(), "at least one route is needed".into());
     }
     if g.max_body_bytes < 1024 {
         bad(
@@ -277,10 +274,7 @@ fn validate_gateway(g: &GatewayConfig, bad: &mut impl FnMut(String, String)) {
         );
     }
     if g.upstream_timeout_secs == 0 {
-        bad(
-            "upstream_timeout_secs".into(),
-            "must be at least 1".into(),
-        );
+        bad("upstream_timeout_secs".into(), "must be at least 1".into());
     }
     let mut prefixes = std::collections::HashSet::new();
     for (i, r) in g.routes.iter().enumerate() {
@@ -467,7 +461,9 @@ impl GatewayConfig {
     /// Every problem of a parsed config, each with its key path. Pure.
     pub fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
-        validate_gateway(self, &mut |key, message| problems.push(Problem { key, message }));
+        validate_gateway(self, &mut |key, message| {
+            problems.push(Problem { key, message })
+        });
         problems
     }
 }
@@ -499,17 +495,13 @@ mod tests {
 
     #[test]
     fn misspelt_limit_is_refused() {
-        let err = GatewayConfig::parse(&format!(
-            "{ROUTE}[policy]\njobs_per_minit = 5\n"
-        ))
-        .unwrap_err()
-        .to_string();
+        let err = GatewayConfig::parse(&format!("{ROUTE}[policy]\njobs_per_minit = 5\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("jobs_per_minit"), "{err}");
-        let err = GatewayConfig::parse(&format!(
-            "{ROUTE}[policy.agents.a]\nshots_per_hr = 5\n"
-        ))
-        .unwrap_err()
-        .to_string();
+        let err = GatewayConfig::parse(&format!("{ROUTE}[policy.agents.a]\nshots_per_hr = 5\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("shots_per_hr"), "{err}");
     }
 

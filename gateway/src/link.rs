@@ -176,7 +176,7 @@ impl Link {
         loop {
             let stream = tokio::select! {
                 s = UnixStream::connect(&self.0.path) => s,
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stopped(&mut stop) => return,
             };
             match stream {
                 Ok(stream) => {
@@ -203,7 +203,7 @@ impl Link {
             while lookups.try_recv().is_ok() {}
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stopped(&mut stop) => return,
             }
             backoff = (backoff * 2).min(RETRY_MAX);
         }
@@ -233,7 +233,7 @@ impl Link {
                 }
                 _ = self.0.new_record.notified() => {}
                 // on stop, what is buffered was sent above; acks may follow
-                _ = stop.wait_for(|s| *s) => {
+                _ = stopped(stop) => {
                     let _ = tokio::time::timeout(Duration::from_secs(1), &mut reader).await;
                     return;
                 }
@@ -290,7 +290,10 @@ impl Link {
                     id, pid, context, ..
                 }) => {
                     if let Some(tx) = lock(&self.0.pending).remove(&id) {
-                        let _ = tx.send(Caller { pid, context });
+                        let _ = tx.send(Caller {
+                            pid,
+                            context: context.map(|c| *c),
+                        });
                     }
                 }
                 Ok(ToGateway::Ack { instance, seq }) if instance == self.0.instance => {
@@ -332,13 +335,24 @@ fn fit(record: &mut JobRecord) {
     if size(record) > ROOM {
         // only text fields remain that could be this large
         let j = &mut record.job;
-        for s in [&mut j.policy_reason, &mut j.job_id, &mut j.program, &mut j.session_id] {
-            if let Some(v) = s {
-                *v = v.chars().take(1024).collect();
-            }
+        for v in [
+            &mut j.policy_reason,
+            &mut j.job_id,
+            &mut j.program,
+            &mut j.session_id,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *v = v.chars().take(1024).collect();
         }
         j.endpoint = j.endpoint.chars().take(1024).collect();
     }
+}
+
+/// Resolves once `stop` turns true (its guard not held across awaits).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 async fn write_frame(write: &mut OwnedWriteHalf, message: &ToCollector) -> std::io::Result<()> {

@@ -108,7 +108,10 @@ async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
     }
     let left = link.unacknowledged();
     if left > 0 {
-        warn!(records = left, "job records not acknowledged by the collector at exit are lost");
+        warn!(
+            records = left,
+            "job records not acknowledged by the collector at exit are lost"
+        );
     }
     let _ = stop_tx.send(true);
     info!("gateway stopped");

@@ -195,10 +195,30 @@ impl Policy {
 /// job's counts.
 fn unread_input(limits: &Limits, job: &QuantumJob) -> Option<Breach> {
     let needs: [(&'static str, bool, &str, bool); 5] = [
-        ("backends", limits.backends.is_some(), "backend", job.backend.is_some()),
-        ("allow_qpu", limits.allow_qpu == Some(false), "backend", job.backend.is_some()),
-        ("max_qubits", limits.max_qubits.is_some(), "qubits", job.qubits.is_some()),
-        ("shots_per_hour", limits.shots_per_hour.is_some(), "shots", job.shots.is_some()),
+        (
+            "backends",
+            limits.backends.is_some(),
+            "backend",
+            job.backend.is_some(),
+        ),
+        (
+            "allow_qpu",
+            limits.allow_qpu == Some(false),
+            "backend",
+            job.backend.is_some(),
+        ),
+        (
+            "max_qubits",
+            limits.max_qubits.is_some(),
+            "qubits",
+            job.qubits.is_some(),
+        ),
+        (
+            "shots_per_hour",
+            limits.shots_per_hour.is_some(),
+            "shots",
+            job.shots.is_some(),
+        ),
         (
             "executions_per_hour",
             limits.executions_per_hour.is_some(),
@@ -206,7 +226,9 @@ fn unread_input(limits: &Limits, job: &QuantumJob) -> Option<Breach> {
             job.executions.is_some(),
         ),
     ];
-    let (limit, _, input, _) = needs.into_iter().find(|(_, set, _, known)| *set && !*known)?;
+    let (limit, _, input, _) = needs
+        .into_iter()
+        .find(|(_, set, _, known)| *set && !*known)?;
     Some(Breach {
         limit,
         value: serde_json::Value::Null,
@@ -423,17 +445,27 @@ mod tests {
         let b = d.breach().expect("denied");
         assert!(matches!(d, Decision::Denied(_)));
         assert_eq!((b.limit, b.status), ("max_qubits", 403));
-        assert!(b.message.contains("qubits could not be read"), "{}", b.message);
+        assert!(
+            b.message.contains("qubits could not be read"),
+            "{}",
+            b.message
+        );
         // the default limits have shots_per_hour: shots unknown → denied
         let mut no_shots = job(10, 2, "sim", "simulator");
         no_shots.shots = None;
-        assert_eq!(p.decide(None, &no_shots, t).breach().unwrap().limit, "shots_per_hour");
+        assert_eq!(
+            p.decide(None, &no_shots, t).breach().unwrap().limit,
+            "shots_per_hour"
+        );
         // without backend, allow_qpu = false cannot be checked
         let mut no_backend = job(10, 2, "sim", "simulator");
         no_backend.backend = None;
         no_backend.device_type = None;
         assert_eq!(
-            p.decide(Some("cowork"), &no_backend, t).breach().unwrap().limit,
+            p.decide(Some("cowork"), &no_backend, t)
+                .breach()
+                .unwrap()
+                .limit,
             "allow_qpu"
         );
     }

@@ -13,8 +13,8 @@ use rustls::pki_types::CertificateDer;
 use vigil_quantum::Provider;
 
 use super::sigv4::{AwsCredential, Target};
-use crate::server::Body;
 use crate::config::{CredentialConfig, CredentialKind, RouteConfig};
+use crate::server::Body;
 use vigil_quantum::path::NormalPath;
 
 pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
@@ -121,7 +121,12 @@ impl Route {
                 ..
             } => {
                 let v = headers.get(name)?.to_str().ok()?;
-                Some(v.strip_prefix(before.as_str())?.strip_suffix(after.as_str())?.trim().to_string())
+                Some(
+                    v.strip_prefix(before.as_str())?
+                        .strip_suffix(after.as_str())?
+                        .trim()
+                        .to_string(),
+                )
             }
             Credential::AwsSigV4(_) => {
                 let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;

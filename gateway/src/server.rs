@@ -157,7 +157,7 @@ impl Gateway {
                         drop(slot);
                     });
                 }
-                _ = stop.wait_for(|s| *s) => return Ok(()),
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => return Ok(()),
             }
         }
     }
@@ -260,6 +260,10 @@ struct Target {
     endpoint: String,
 }
 
+#[expect(
+    clippy::result_large_err,
+    reason = "a refusal is the response itself, built once per request"
+)]
 fn target(shared: &Shared, method: &str, uri: &http::Uri) -> Result<Target, Response<Body>> {
     let bad = |message: String| gateway_error(StatusCode::BAD_REQUEST, "vigil_bad_path", message);
     let path = vigil_quantum::path::normalise(uri.path())
@@ -433,10 +437,7 @@ async fn handle(
         Ok(t) => t,
         Err(resp) => return resp,
     };
-    let caller = caller
-        .get_or_init(|| resolve(&shared, peer))
-        .await
-        .clone();
+    let caller = caller.get_or_init(|| resolve(&shared, peer)).await.clone();
     let route = &shared.routes[t.route];
     let (activity_id, operation) = activity(t.operation.as_ref());
     let record = Record {
@@ -518,7 +519,15 @@ async fn resolve(shared: &Shared, peer: SocketAddr) -> Caller {
 /// The checks that need no body: the operation is on the allowlist, the
 /// token agrees with the caller, an untokened caller may use the brokered
 /// credential. `Err(response)`: refused (and recorded).
-fn admit(mut record: Record, headers: &HeaderMap, allowlisted: bool) -> Result<Record, Response<Body>> {
+#[expect(
+    clippy::result_large_err,
+    reason = "a refusal is the response itself, built once per request"
+)]
+fn admit(
+    mut record: Record,
+    headers: &HeaderMap,
+    allowlisted: bool,
+) -> Result<Record, Response<Body>> {
     let shared = record.shared.clone();
     let route = &shared.routes[record.route];
     let mode = shared.config.policy.mode;
@@ -538,7 +547,10 @@ fn admit(mut record: Record, headers: &HeaderMap, allowlisted: bool) -> Result<R
         }
     }
     let presented = route.presented_token(headers);
-    match shared.tokens.identify(presented.as_deref(), record.caller.agent()) {
+    match shared
+        .tokens
+        .identify(presented.as_deref(), record.caller.agent())
+    {
         Identity::Agent => Ok(record),
         Identity::Mismatch(message) => {
             metrics::add(&shared.metrics.token_mismatches, 1);
@@ -553,11 +565,9 @@ fn admit(mut record: Record, headers: &HeaderMap, allowlisted: bool) -> Result<R
                  (policy.unattributed.broker_credentials = false)"
             );
             match mode {
-                PolicyMode::Enforce => Err(record.deny(Refusal::new(
-                    StatusCode::FORBIDDEN,
-                    "unattributed",
-                    message,
-                ))),
+                PolicyMode::Enforce => {
+                    Err(record.deny(Refusal::new(StatusCode::FORBIDDEN, "unattributed", message)))
+                }
                 PolicyMode::Monitor => {
                     record.monitored("unattributed", message);
                     Ok(record)
@@ -627,6 +637,10 @@ async fn parse(shared: &Shared, route: &Route, op: &Operation, body: Bytes, job:
 }
 
 /// Apply the parse-error rule and the job limits. `Err(response)`: refused.
+#[expect(
+    clippy::result_large_err,
+    reason = "a refusal is the response itself, built once per request"
+)]
 fn decide(mut record: Record) -> Result<Record, Response<Body>> {
     let shared = record.shared.clone();
     if let Some(err) = record.job.parse_error.clone() {
@@ -635,7 +649,11 @@ fn decide(mut record: Record) -> Result<Record, Response<Body>> {
         if shared.config.on_parse_error == OnParseError::Deny {
             let message =
                 format!("the job body could not be read ({err}) and on_parse_error = deny");
-            return Err(record.deny(Refusal::new(StatusCode::FORBIDDEN, "on_parse_error", message)));
+            return Err(record.deny(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "on_parse_error",
+                message,
+            )));
         }
     }
     let agent = record.caller.agent().map(str::to_string);

@@ -24,6 +24,15 @@ pub struct Tokens {
     tokens: Vec<(String, String)>,
 }
 
+/// Agent names only: a token must never reach a log.
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.tokens.iter().map(|(agent, _)| agent))
+            .finish()
+    }
+}
+
 impl Tokens {
     /// Read each agent's token file; refuse a file others could read, an
     /// empty one, and two agents sharing a token.
@@ -99,8 +108,7 @@ impl Tokens {
 /// Constant-time equality (for equal lengths; lengths are not secret).
 fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
-        && a
-            .bytes()
+        && a.bytes()
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
@@ -127,21 +135,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = tokens(
             dir.path(),
-            &[("alpha", "alpha-token-0123456789", 0o600), ("beta", "beta-token-0123456789", 0o600)],
+            &[
+                ("alpha", "alpha-token-0123456789", 0o600),
+                ("beta", "beta-token-0123456789", 0o600),
+            ],
         )
         .unwrap();
-        assert_eq!(t.identify(Some("alpha-token-0123456789"), Some("alpha")), Identity::Agent);
+        assert_eq!(
+            t.identify(Some("alpha-token-0123456789"), Some("alpha")),
+            Identity::Agent
+        );
         let Identity::Mismatch(why) = t.identify(Some("alpha-token-0123456789"), Some("beta"))
         else {
             panic!("another agent's token accepted");
         };
-        assert!(why.contains("agent alpha") && why.contains("agent beta"), "{why}");
-        assert!(!why.contains("alpha-token"), "the token itself is never told: {why}");
+        assert!(
+            why.contains("agent alpha") && why.contains("agent beta"),
+            "{why}"
+        );
+        assert!(
+            !why.contains("alpha-token"),
+            "the token itself is never told: {why}"
+        );
         assert!(matches!(
             t.identify(Some("alpha-token-0123456789"), None),
             Identity::Mismatch(_)
         ));
-        assert!(matches!(t.identify(None, Some("alpha")), Identity::Untokened(_)));
+        assert!(matches!(
+            t.identify(None, Some("alpha")),
+            Identity::Untokened(_)
+        ));
         assert!(matches!(
             t.identify(Some("real-looking-provider-key"), Some("alpha")),
             Identity::Untokened(_)
@@ -157,7 +180,10 @@ mod tests {
         assert!(e.to_string().contains("shorter than 16"), "{e}");
         let e = tokens(
             dir.path(),
-            &[("c", "same-token-twice-000", 0o600), ("d", "same-token-twice-000", 0o600)],
+            &[
+                ("c", "same-token-twice-000", 0o600),
+                ("d", "same-token-twice-000", 0o600),
+            ],
         )
         .unwrap_err();
         assert!(e.to_string().contains("same token"), "{e}");

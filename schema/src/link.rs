@@ -66,7 +66,7 @@ pub enum ToGateway {
     Caller {
         id: u64,
         pid: Option<u32>,
-        context: Option<ProcessContext>,
+        context: Option<Box<ProcessContext>>,
         /// `bpf` (the kernel's connect record) or `proc` (the fallback).
         source: Option<String>,
     },
@@ -142,6 +142,8 @@ mod tests {
         ));
         assert!(decode::<ToCollector>(b"{\"lookup\": 3}").is_err());
         assert!(decode::<ToCollector>(b"[[[[[[[[").is_err());
-        assert!(decode::<ToGateway>(b"{\"ack\": {\"instance\": \"i\", \"seq\": 1, \"x\": 2}}").is_err());
+        assert!(
+            decode::<ToGateway>(b"{\"ack\": {\"instance\": \"i\", \"seq\": 1, \"x\": 2}}").is_err()
+        );
     }
 }

@@ -262,7 +262,7 @@ fn caller(
     ToGateway::Caller {
         id,
         pid,
-        context: context.map(|c| (*c.data).clone()),
+        context: context.map(|c| Box::new((*c.data).clone())),
         source: Some(source.into()),
     }
 }

@@ -5,9 +5,11 @@
 //! the query string.
 
 mod braket;
+mod braket_job;
 mod generic;
 mod ibm;
 mod ionq;
+pub mod operations;
 
 use serde_json::Value;
 use vigil_schema::QuantumJob;
@@ -17,6 +19,9 @@ use crate::qasm::CircuitStats;
 use crate::{ParseError, ParseLimits};
 
 pub use generic::GenericFields;
+pub use operations::{OpClass, Operation};
+
+use crate::path::NormalPath;
 
 /// A provider's API, as configured on a gateway route.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,34 +34,19 @@ pub enum Provider {
     Ionq,
     /// Any JSON job API, read through configured field paths.
     Generic(Box<GenericFields>),
-}
-
-/// What a request is, as far as job metadata goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Operation {
-    Submit,
-    Status { job_id: String },
-    Other,
-}
-
-impl Operation {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Operation::Submit => "submit",
-            Operation::Status { .. } => "status",
-            Operation::Other => "other",
-        }
-    }
+    /// IBM Cloud IAM (`POST /identity/token`): the API-key exchange, no jobs.
+    IbmIam,
 }
 
 impl Provider {
     /// The names a gateway route's `provider` key takes.
-    pub const NAMES: [&'static str; 4] = ["ibm_runtime", "braket", "ionq", "generic"];
+    pub const NAMES: [&'static str; 5] = ["ibm_runtime", "ibm_iam", "braket", "ionq", "generic"];
 
     /// The provider a route names; `fields` are a generic route's paths.
     pub fn from_name(name: &str, fields: Option<GenericFields>) -> Option<Provider> {
         Some(match name {
             "ibm_runtime" => Provider::IbmRuntime,
+            "ibm_iam" => Provider::IbmIam,
             "braket" => Provider::Braket,
             "ionq" => Provider::Ionq,
             "generic" => Provider::Generic(Box::new(fields.unwrap_or_default())),
@@ -67,31 +57,40 @@ impl Provider {
     pub fn name(&self) -> &'static str {
         match self {
             Provider::IbmRuntime => "ibm_runtime",
+            Provider::IbmIam => "ibm_iam",
             Provider::Braket => "braket",
             Provider::Ionq => "ionq",
             Provider::Generic(_) => "generic",
         }
     }
 
-    pub fn operation(&self, method: &str, path: &str) -> Operation {
-        let path = path.trim_end_matches('/');
-        let collection = match self {
-            Provider::IbmRuntime | Provider::Ionq => "/jobs",
-            Provider::Braket => "/quantum-task",
-            Provider::Generic(g) => g.submit_path.as_str(),
-        };
-        if method == "POST" && path.ends_with(collection) {
-            return Operation::Submit;
+    /// The allowlisted operation `method` `path` (below the route's
+    /// prefix, normalised) is, or `None`: not relayed in enforce mode.
+    pub fn operation(&self, method: &str, path: &NormalPath) -> Option<Operation> {
+        use operations::*;
+        let root: &[&[&str]] = &[&[]];
+        match self {
+            Provider::IbmRuntime => lookup(IBM, IBM_PREFIXES, method, path),
+            Provider::IbmIam => lookup(IBM_IAM, root, method, path),
+            Provider::Braket => lookup(BRAKET, root, method, path),
+            Provider::Ionq => lookup(IONQ, IONQ_PREFIXES, method, path),
+            Provider::Generic(g) => generic_operation(&g.submit_path, method, path),
         }
-        // the job itself, `<collection>/<id>`, not a sub-resource such as /results
-        if let Some((parent, id)) = path.rsplit_once('/') {
-            if method == "GET" && parent.ends_with(collection) && !id.is_empty() {
-                return Operation::Status {
-                    job_id: percent_decode(id),
-                };
-            }
+    }
+
+    /// Fill `job` with what a submission (`op`, of class Submit) asks for.
+    pub fn parse_operation(
+        &self,
+        op: &Operation,
+        body: &[u8],
+        job: &mut QuantumJob,
+        limits: &ParseLimits,
+    ) -> Result<(), ParseError> {
+        match (self, op.name) {
+            (Provider::Braket, "hybrid_job_create") => braket_job::parse(body, job, limits),
+            (Provider::IbmIam, _) => Ok(()),
+            _ => self.parse_submit_with(body, job, limits),
         }
-        Operation::Other
     }
 
     /// Fill `job` with what a submission body asks for, within the default
@@ -124,6 +123,7 @@ impl Provider {
             Provider::Braket => braket::parse_submit(&v, job, &mut budget),
             Provider::Ionq => ionq::parse_submit(&v, job, &mut budget),
             Provider::Generic(g) => g.parse_submit(&v, job, &mut budget),
+            Provider::IbmIam => Ok(()),
         }
     }
 
@@ -134,6 +134,7 @@ impl Provider {
             Provider::IbmRuntime | Provider::Ionq => v.get("id"),
             Provider::Braket => v.get("quantumTaskArn"),
             Provider::Generic(g) => v.pointer(&g.job_id),
+            Provider::IbmIam => None,
         }?;
         scalar_string(id)
     }
@@ -166,6 +167,7 @@ impl Provider {
             Provider::Generic(g) => {
                 job.status = g.status.as_deref().and_then(|p| str_at(&v, p));
             }
+            Provider::IbmIam => {}
         }
     }
 
@@ -207,6 +209,7 @@ impl Provider {
                     "unknown"
                 }
             }
+            Provider::IbmIam => "unknown",
         }
     }
 }
@@ -323,47 +326,6 @@ fn tag_sizes(tags: &Value) -> Option<(u64, u64)> {
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn operations_by_method_and_path() {
-        let ibm = Provider::IbmRuntime;
-        assert_eq!(ibm.operation("POST", "/api/v1/jobs"), Operation::Submit);
-        assert_eq!(
-            ibm.operation("GET", "/api/v1/jobs/d0a0"),
-            Operation::Status {
-                job_id: "d0a0".into()
-            }
-        );
-        assert_eq!(
-            ibm.operation("GET", "/api/v1/jobs/d0a0/results"),
-            Operation::Other
-        );
-        assert_eq!(ibm.operation("GET", "/api/v1/backends"), Operation::Other);
-        let braket = Provider::Braket;
-        assert_eq!(braket.operation("POST", "/quantum-task"), Operation::Submit);
-        assert_eq!(
-            braket.operation(
-                "GET",
-                "/quantum-task/arn%3Aaws%3Abraket%3Aus-east-1%3A1%3Aquantum-task%2Fabc"
-            ),
-            Operation::Status {
-                job_id: "arn:aws:braket:us-east-1:1:quantum-task/abc".into()
-            }
-        );
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("%zz%41"), "%zzA");
-    }
-}
-
 #[cfg(test)]
 mod provider_tests {
     use super::*;
@@ -432,13 +394,17 @@ mod provider_tests {
         };
         assert!(fields.validate().is_ok());
         let p = Provider::Generic(Box::new(fields));
-        assert_eq!(p.operation("POST", "/v1/runs"), Operation::Submit);
+        let path = |raw: &str| crate::path::normalise(raw).unwrap();
         assert_eq!(
-            p.operation("GET", "/v1/runs/r-1"),
-            Operation::Status {
-                job_id: "r-1".into()
-            }
+            p.operation("POST", &path("/runs")).unwrap().class,
+            OpClass::Submit
         );
+        let poll = p.operation("GET", &path("/runs/r-1")).unwrap();
+        assert_eq!(
+            (poll.class, poll.job_id.as_deref()),
+            (OpClass::Poll, Some("r-1"))
+        );
+        assert!(p.operation("DELETE", &path("/runs/r-1")).is_none());
         let job = parse(
             &p,
             r#"{"device": {"name": "emu"}, "settings": {"shots": 64}, "labels": ["a", "bb"],
