@@ -183,9 +183,9 @@ impl Link {
                     info!(socket = %self.0.path.display(), "connected to the collector");
                     backoff = RETRY_MIN;
                     warned = false;
-                    let _ = self.0.connected.send(true);
+                    self.0.connected.send_replace(true);
                     self.serve(stream, &mut lookups, &mut stop).await;
-                    let _ = self.0.connected.send(false);
+                    self.0.connected.send_replace(false);
                     // lookups in flight will not be answered on a new connection
                     lock(&self.0.pending).clear();
                     lock(&self.0.buffer).sent = 0;
@@ -362,4 +362,125 @@ async fn write_frame(write: &mut OwnedWriteHalf, message: &ToCollector) -> std::
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::UnixListener;
+
+    /// A stand-in for the collector's end: answers lookups with pid 42 and
+    /// acknowledges records when `ack` is set; returns the records it saw.
+    async fn collector(stream: UnixStream, ack: bool, want: usize) -> Vec<u64> {
+        let (mut read, mut write) = stream.into_split();
+        let mut seen = Vec::new();
+        while seen.len() < want {
+            let mut header = [0u8; 4];
+            if read.read_exact(&mut header).await.is_err() {
+                break;
+            }
+            let mut body = vec![0u8; link::frame_len(header).unwrap()];
+            read.read_exact(&mut body).await.unwrap();
+            let answer = match link::decode::<ToCollector>(&body).unwrap() {
+                ToCollector::Lookup { id, .. } => ToGateway::Caller {
+                    id,
+                    pid: Some(42),
+                    context: None,
+                    source: Some("bpf".into()),
+                },
+                ToCollector::Job(r) => {
+                    seen.push(r.seq);
+                    if !ack {
+                        continue;
+                    }
+                    ToGateway::Ack {
+                        instance: r.instance,
+                        seq: r.seq,
+                    }
+                }
+            };
+            write
+                .write_all(&link::encode(&answer).unwrap())
+                .await
+                .unwrap();
+        }
+        seen
+    }
+
+    fn record() -> JobRecord {
+        JobRecord {
+            seq: 0,
+            instance: String::new(),
+            time_ms: 0,
+            ts_ns: 0,
+            class_uid: 6003,
+            activity_id: 1,
+            activity: "submit".into(),
+            pid: None,
+            context: None,
+            job: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn lookups_are_answered_and_unacknowledged_records_are_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let (_stop_tx, stop) = watch::channel(false);
+        let link = Link::start(path, 10, Arc::new(Metrics::default()), stop);
+        let (first, _) = listener.accept().await.unwrap();
+        assert!(link.wait_connected(Duration::from_secs(5)).await);
+        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        // the first collector answers lookups but acknowledges nothing, then goes away
+        let first = tokio::spawn(collector(first, false, 2));
+        let caller = link.lookup(peer, peer).await.expect("an answer");
+        assert_eq!(caller.pid, Some(42));
+        link.record(record());
+        link.record(record());
+        assert_eq!(first.await.unwrap(), vec![1, 2]);
+        assert_eq!(link.unacknowledged(), 2);
+        // a restarted collector gets both again and acknowledges them
+        let (second, _) = listener.accept().await.unwrap();
+        assert_eq!(collector(second, true, 2).await, vec![1, 2]);
+        for _ in 0..100 {
+            if link.unacknowledged() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(link.unacknowledged(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_buffer_drops_the_oldest_and_counts_them() {
+        let (_stop_tx, stop) = watch::channel(false);
+        let metrics = Arc::new(Metrics::default());
+        let link = Link::start("/nonexistent/c.sock".into(), 3, metrics.clone(), stop);
+        assert!(link
+            .lookup(
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap()
+            )
+            .await
+            .is_none());
+        for _ in 0..5 {
+            link.record(record());
+        }
+        assert_eq!(link.unacknowledged(), 3);
+        assert_eq!(metrics::get(&metrics.records_dropped), 2);
+    }
+
+    #[test]
+    fn an_oversized_record_is_trimmed_not_lost() {
+        let mut r = record();
+        r.job.circuit_hashes = vec!["0".repeat(64); 20_000];
+        fit(&mut r);
+        assert!(r.job.circuit_hashes.is_empty());
+        assert!(r
+            .job
+            .parse_error
+            .unwrap()
+            .contains("20000 circuit hashes left out"));
+    }
 }
