@@ -21,7 +21,8 @@ pub fn parse(body: &[u8], job: &mut QuantumJob, limits: &ParseLimits) -> Result<
     if !v.is_object() {
         return Err(ParseError::new(PART, "body is not a JSON object"));
     }
-    job.program = str_at(&v, "/jobName");
+    // a fixed name: the caller's jobName could pose as another program
+    job.program = Some("hybrid_job".into());
     job.backend = str_at(&v, "/deviceConfig/device");
     job.output_location = str_at(&v, "/outputDataConfig/s3Path");
     if let Some((count, bytes)) = v.get("tags").and_then(tag_sizes) {
@@ -55,7 +56,7 @@ mod tests {
             job.backend.as_deref(),
             Some("arn:aws:braket:::device/qpu/ionq/Aria-1")
         );
-        assert_eq!(job.program.as_deref(), Some("sweep-1"));
+        assert_eq!(job.program.as_deref(), Some("hybrid_job"));
         assert_eq!((job.tags, job.qubits, job.shots), (Some(1), None, None));
         let e = parse(b"{}", &mut QuantumJob::default(), &ParseLimits::default()).unwrap_err();
         assert!(e.to_string().contains("deviceConfig.device"), "{e}");

@@ -132,7 +132,7 @@ impl Provider {
         let v = response_json(body)?;
         let id = match self {
             Provider::IbmRuntime | Provider::Ionq => v.get("id"),
-            Provider::Braket => v.get("quantumTaskArn"),
+            Provider::Braket => v.get("quantumTaskArn").or_else(|| v.get("jobArn")),
             Provider::Generic(g) => v.pointer(&g.job_id),
             Provider::IbmIam => None,
         }?;

@@ -107,17 +107,44 @@ pub const IONQ_PREFIXES: &[&[&str]] = &[&["v0.3"], &["v0.4"]];
 pub const IONQ: &[Row] = &[
     ("POST", &["jobs"], "submit", Submit),
     ("GET", &["jobs"], "list_jobs", Read),
+    // before jobs/{id}: a literal segment, not a job
+    ("GET", &["jobs", "estimate"], "estimate", Read),
     ("GET", &["jobs", "{id}"], "status", Poll),
-    ("DELETE", &["jobs", "{id}"], "cancel", Cancel),
+    ("GET", &["jobs", "{id}", "results"], "results", Read),
+    (
+        "GET",
+        &["jobs", "{id}", "results", "probabilities"],
+        "results",
+        Read,
+    ),
+    ("GET", &["jobs", "{id}", "cost"], "job_cost", Read),
     (
         "PUT",
         &["jobs", "{id}", "status", "cancel"],
         "cancel",
         Cancel,
     ),
-    ("GET", &["jobs", "{id}", "results"], "results", Read),
-    ("GET", &["jobs", "{id}", "results", "*"], "results", Read),
+    ("PUT", &["jobs", "status", "cancel"], "cancel_many", Cancel),
+    ("DELETE", &["jobs", "{id}"], "cancel", Cancel),
+    ("DELETE", &["jobs"], "delete_many", Cancel),
+    ("POST", &["sessions"], "session_create", Session),
+    ("GET", &["sessions"], "list_sessions", Read),
+    ("GET", &["sessions", "*"], "session_status", Session),
+    ("POST", &["sessions", "*", "end"], "session_close", Session),
     ("GET", &["backends"], "list_backends", Read),
+    ("GET", &["backends", "*"], "backend", Read),
+    (
+        "GET",
+        &["backends", "*", "characterizations"],
+        "backend",
+        Read,
+    ),
+    (
+        "GET",
+        &["backends", "*", "characterizations", "*"],
+        "backend",
+        Read,
+    ),
     (
         "GET",
         &["characterizations", "backends", "*"],
@@ -130,6 +157,8 @@ pub const IONQ: &[Row] = &[
         "backend",
         Read,
     ),
+    ("GET", &["characterizations", "*"], "backend", Read),
+    ("GET", &["whoami"], "whoami", Read),
 ];
 
 /// A generic route's operations: `POST <submit_path>` submits, `GET
@@ -274,5 +303,18 @@ mod tests {
             Submit
         );
         assert!(op(IONQ, IONQ_PREFIXES, "POST", "/jobs").is_none());
+        // a literal segment is not a job id
+        assert_eq!(
+            op(IONQ, IONQ_PREFIXES, "GET", "/v0.4/jobs/estimate")
+                .unwrap()
+                .class,
+            Read
+        );
+        assert_eq!(
+            op(IONQ, IONQ_PREFIXES, "GET", "/v0.4/jobs/j1")
+                .unwrap()
+                .class,
+            Poll
+        );
     }
 }
