@@ -237,6 +237,9 @@ fn limits_can_be_tightened() {
     assert_limit(r, "max_depth", "ionq: byte 7: JSON nested deeper than 2");
 }
 
+/// Builds a case's body only when it is the one measured.
+type MakeBody = Box<dyn Fn() -> Vec<u8>>;
+
 /// Worst cases for the report: `HOSTILE=<case> cargo test -p vigil-quantum
 /// --release --test hostile -- --ignored --nocapture measure` (one case per
 /// process: the body is built first, then the peak RSS is reset, so the
@@ -245,15 +248,15 @@ fn limits_can_be_tightened() {
 #[ignore]
 fn measure_worst_cases() {
     let which = std::env::var("HOSTILE").unwrap_or_default();
-    let braket = |head: &str, unit: &str| -> Box<dyn Fn() -> Vec<u8>> {
+    let braket = |head: &str, unit: &str| -> MakeBody {
         let (head, unit) = (head.to_string(), unit.to_string());
         // the source is escaped into the action, then the action into the body
         Box::new(move || braket_body(&fill(&head, &unit, BODY - 400)))
     };
-    let json = |unit: &'static str, bytes: usize| -> Box<dyn Fn() -> Vec<u8>> {
+    let json = |unit: &'static str, bytes: usize| -> MakeBody {
         Box::new(move || format!("{{\"a\": [{}0]}}", fill("", unit, bytes)).into_bytes())
     };
-    let cases: Vec<(&str, Provider, Box<dyn Fn() -> Vec<u8>>)> = vec![
+    let cases: Vec<(&str, Provider, MakeBody)> = vec![
         (
             "nested-if",
             Provider::Braket,
