@@ -27,10 +27,13 @@ pub enum BodyError {
 pub struct Held(#[allow(dead_code, reason = "held for its drop")] Vec<OwnedSemaphorePermit>);
 
 /// The whole body, and its share of the budget (drop it when the bytes go).
+/// Bytes up to `free` are not counted against the budget: small bodies
+/// (bounded in number by the connection cap) never wait behind large ones.
 pub async fn read(
     body: Incoming,
     content_length: Option<&HeaderValue>,
     max: usize,
+    free: usize,
     budget: &std::sync::Arc<Semaphore>,
     timeout: Duration,
 ) -> Result<(Bytes, Held), BodyError> {
@@ -40,7 +43,7 @@ pub async fn read(
     if declared.is_some_and(|n| n > max as u64) {
         return Err(BodyError::TooLarge { max });
     }
-    tokio::time::timeout(timeout, collect(body, max, budget))
+    tokio::time::timeout(timeout, collect(body, max, free, budget))
         .await
         .unwrap_or(Err(BodyError::TimedOut {
             ms: timeout.as_millis(),
@@ -50,6 +53,7 @@ pub async fn read(
 async fn collect(
     mut body: Incoming,
     max: usize,
+    free: usize,
     budget: &std::sync::Arc<Semaphore>,
 ) -> Result<(Bytes, Held), BodyError> {
     let mut bytes = BytesMut::new();
@@ -63,7 +67,9 @@ async fn collect(
         if bytes.len() + data.len() > max {
             return Err(BodyError::TooLarge { max });
         }
-        let want_kib = (bytes.len() + data.len()).div_ceil(1024);
+        let want_kib = (bytes.len() + data.len())
+            .saturating_sub(free)
+            .div_ceil(1024);
         if want_kib > held_kib {
             let more = (want_kib - held_kib) as u32;
             let permit = budget

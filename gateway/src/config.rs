@@ -61,8 +61,17 @@ pub struct WorkLimits {
     /// CPU time a body's parse may take before it is abandoned (the job is
     /// recorded with `parse_error`).
     pub parse_timeout_ms: u64,
-    /// Bodies parsed at once (each on a blocking thread, off the workers).
+    /// Large bodies parsed at once (each on a blocking thread, off the
+    /// workers); small ones have as many slots again of their own.
     pub max_parallel_parses: usize,
+    /// A body up to this size is small: it takes nothing from the shared
+    /// body budget and is parsed in the small lane, with a deadline of
+    /// `small_parse_timeout_ms`, so SDK-sized jobs never queue behind
+    /// maximum-size ones.
+    pub small_body_bytes: usize,
+    pub small_parse_timeout_ms: u64,
+    /// OpenQASM tokens over all circuits of one body (8 bytes each in memory).
+    pub max_tokens: usize,
     /// JSON values in one body.
     pub max_json_elements: usize,
     /// Nesting: JSON arrays and objects, OpenQASM blocks.
@@ -74,12 +83,15 @@ pub struct WorkLimits {
 impl Default for WorkLimits {
     fn default() -> Self {
         Self {
-            max_connections: 512,
+            max_connections: 4096,
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
-            body_budget_bytes: 48 << 20,
+            body_budget_bytes: 32 << 20,
             parse_timeout_ms: 2_000,
             max_parallel_parses: 2,
+            small_body_bytes: 64 << 10,
+            small_parse_timeout_ms: 250,
+            max_tokens: 2_000_000,
             max_json_elements: 1_000_000,
             max_depth: 64,
             max_job_id_bytes: 1024,
@@ -372,6 +384,7 @@ fn validate_gateway(g: &GatewayConfig, bad: &mut impl FnMut(String, String)) {
     for (key, value) in [
         ("limits.max_connections", l.max_connections),
         ("limits.max_parallel_parses", l.max_parallel_parses),
+        ("limits.max_tokens", l.max_tokens),
         ("limits.max_json_elements", l.max_json_elements),
         ("limits.max_depth", l.max_depth),
         ("limits.max_job_id_bytes", l.max_job_id_bytes),

@@ -59,7 +59,9 @@ struct Shared {
     config: GatewayConfig,
     /// Body bytes all requests may hold at once, in KiB permits.
     body_budget: Arc<Semaphore>,
+    /// Parse slots: large bodies, small bodies.
     parses: Arc<Semaphore>,
+    small_parses: Arc<Semaphore>,
     connections: Arc<Semaphore>,
     local: SocketAddr,
     link: Link,
@@ -119,6 +121,7 @@ impl Gateway {
                 tokens,
                 body_budget: Arc::new(Semaphore::new(budget_kib)),
                 parses: Arc::new(Semaphore::new(l.max_parallel_parses)),
+                small_parses: Arc::new(Semaphore::new(l.max_parallel_parses)),
                 connections: Arc::new(Semaphore::new(l.max_connections)),
                 local,
                 link,
@@ -479,6 +482,7 @@ async fn handle(
         body,
         parts.headers.get(header::CONTENT_LENGTH),
         shared.config.max_body_bytes,
+        limits.small_body_bytes,
         &shared.body_budget,
         Duration::from_millis(limits.body_timeout_ms),
     )
@@ -594,13 +598,20 @@ fn refuse_body(mut record: Record, e: BodyError) -> Response<Body> {
 /// parser failure (a limit, an error, even a panic) becomes `parse_error`.
 async fn parse(shared: &Shared, route: &Route, op: &Operation, body: Bytes, job: &mut QuantumJob) {
     let l = &shared.config.limits;
-    let timeout = Duration::from_millis(l.parse_timeout_ms);
-    let Ok(slot) = shared.parses.clone().acquire_owned().await else {
+    // small bodies (SDK-sized) have their own lane and a short deadline
+    let (lane, ms) = if body.len() <= l.small_body_bytes {
+        (&shared.small_parses, l.small_parse_timeout_ms)
+    } else {
+        (&shared.parses, l.parse_timeout_ms)
+    };
+    let timeout = Duration::from_millis(ms);
+    let Ok(slot) = lane.clone().acquire_owned().await else {
         return;
     };
     let limits = ParseLimits {
         max_json_elements: l.max_json_elements,
         max_depth: l.max_depth,
+        max_tokens: l.max_tokens,
         deadline: Some(Instant::now() + timeout),
         ..ParseLimits::default()
     };
@@ -628,9 +639,8 @@ async fn parse(shared: &Shared, route: &Route, op: &Operation, body: Bytes, job:
         }
         _ => {
             job.parse_error = Some(format!(
-                "{}: body not read within parse_timeout_ms ({} ms)",
+                "{}: body not read within its parse deadline ({ms} ms)",
                 route.provider.name(),
-                l.parse_timeout_ms
             ))
         }
     }
