@@ -39,6 +39,8 @@ pub struct CircuitStats {
     pub measurements: u64,
     /// `input` declarations (OpenQASM 3): the circuit's free parameters.
     pub parameters: u64,
+    /// Their names, the first [`INPUT_NAMES`] (a flood of `input`s must
+    /// not cost a string each).
     pub input_names: Vec<String>,
 }
 
@@ -50,6 +52,9 @@ enum Tok<'a> {
     Punct(char),
     Arrow,
 }
+
+/// Input names kept in [`CircuitStats::input_names`].
+pub const INPUT_NAMES: usize = 4096;
 
 /// A token as stored: its bytes in the source (8 bytes where a `Tok` with
 /// its line took 32: tokens are most of the scanner's memory). The kind
@@ -528,16 +533,17 @@ impl<'a> Scan<'a, '_, '_> {
                 self.at += 1;
                 let start = self.at;
                 self.skip_statement();
-                // the declared name is the last identifier before `;`
-                let name =
-                    (start..self.at.min(self.toks.len()))
+                self.stats.parameters += 1;
+                if self.stats.input_names.len() < INPUT_NAMES {
+                    // the declared name is the last identifier before `;`
+                    let name = (start..self.at.min(self.toks.len()))
                         .rev()
                         .find_map(|i| match self.tok(i) {
                             Some(Tok::Ident(n)) => Some(n.to_string()),
                             _ => None,
                         });
-                self.stats.parameters += 1;
-                self.stats.input_names.extend(name);
+                    self.stats.input_names.extend(name);
+                }
             }
             Tok::Ident("if" | "while") => self.conditional()?,
             Tok::Ident("for") => {
@@ -619,6 +625,9 @@ impl<'a> Scan<'a, '_, '_> {
     /// `start`: a whole register, or `reg[i]`; each bit once, and charged
     /// (every operation under the condition touches them all).
     fn condition_bits(&mut self, outer: &[Wire], start: usize) -> Result<Vec<Wire>, ParseError> {
+        // the outer bits are copied (and sorted) again for every condition
+        // inside them: charged, or sibling `if`s under a wide one are free
+        self.work(outer.len() as u64)?;
         let mut bits = outer.to_vec();
         for i in start..self.at.min(self.toks.len()) {
             let Some(Tok::Ident(name)) = self.tok(i) else {
@@ -948,6 +957,20 @@ mod tests {
         assert_eq!(s.two_qubit_gates, 1);
         // ctrl-x, s, h (loop body once), measure, x, delay
         assert_eq!(s.instructions, 6);
+    }
+
+    #[test]
+    fn floods_of_inputs_and_nested_conditions_are_bounded() {
+        let src = format!("qubit q; x q; {}", "input float a; ".repeat(10_000));
+        let s = analyze(&src).unwrap();
+        assert_eq!((s.parameters, s.input_names.len()), (10_000, INPUT_NAMES));
+        // sibling conditions under a wide one copy its bits each time
+        let src = format!(
+            "qubit q; bit[60000] c; if (c) {{ {} }}",
+            "if (c[0]) ; ".repeat(100)
+        );
+        let e = analyze(&src).unwrap_err();
+        assert_eq!(e.limit, Some("max_work"), "{e}");
     }
 
     #[test]

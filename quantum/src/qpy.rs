@@ -14,7 +14,10 @@ use crate::ParseError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QpyCircuit {
+    /// The circuit's name, its first [`NAME_BYTES`] bytes at most.
     pub name: String,
+    /// The name's full size in bytes.
+    pub name_bytes: u64,
     pub qubits: u32,
     pub clbits: u32,
     /// Size of the circuit's free-form metadata (JSON) in bytes.
@@ -32,6 +35,10 @@ pub struct QpyFile {
     /// on (offset table), else the first.
     pub circuits: Vec<QpyCircuit>,
 }
+
+/// Bytes of a circuit name kept: offsets may point every one of 4096
+/// circuits at the same 64 KiB name, which copied whole would take 256 MiB.
+pub const NAME_BYTES: usize = 256;
 
 struct Reader<'a> {
     data: &'a [u8],
@@ -130,12 +137,47 @@ fn circuit_header(r: &mut Reader<'_>, version: u8) -> Result<QpyCircuit, ParseEr
     if version >= 12 {
         r.u32()?; // standalone variables
     }
-    let name = String::from_utf8_lossy(r.take(usize::from(name_size))?).into_owned();
+    let name = r.take(usize::from(name_size))?;
+    let name = String::from_utf8_lossy(&name[..name.len().min(NAME_BYTES)]).into_owned();
     Ok(QpyCircuit {
         name,
+        name_bytes: u64::from(name_size),
         qubits,
         clbits,
         metadata_bytes,
         instructions,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_sharing_one_long_name_keep_little_of_it() {
+        // QPY 16: 4096 programs whose offsets all point at one circuit
+        // header with a 65535-byte name
+        let mut f = b"QISKIT".to_vec();
+        f.extend([16, 2, 0, 0]);
+        f.extend(4096u64.to_be_bytes());
+        f.extend([b'p', b'q']);
+        let header_at = (f.len() + 4096 * 8) as u64;
+        for _ in 0..4096 {
+            f.extend(header_at.to_be_bytes());
+        }
+        f.extend(u16::MAX.to_be_bytes());
+        f.extend([b'p', 0, 0]);
+        f.extend(2u32.to_be_bytes());
+        f.extend(0u32.to_be_bytes());
+        f.extend(0u64.to_be_bytes());
+        f.extend(0u32.to_be_bytes());
+        f.extend(7u64.to_be_bytes());
+        f.extend(0u32.to_be_bytes());
+        f.extend(vec![b'n'; usize::from(u16::MAX)]);
+        let file = parse(&f).unwrap();
+        assert_eq!(file.circuits.len(), 4096);
+        let c = &file.circuits[4095];
+        assert_eq!((c.name.len(), c.name_bytes), (NAME_BYTES, 65535));
+        assert_eq!((c.qubits, c.instructions), (2, 7));
+    }
 }

@@ -78,7 +78,7 @@ pub fn parse_submit(
             circuits.add(c.qubits, c.instructions, None, None);
             metadata = metadata
                 .saturating_add(c.metadata_bytes)
-                .saturating_add(c.name.len() as u64);
+                .saturating_add(c.name_bytes);
         }
         circuits.hashes.push(circuit_hash(qpy_value.as_bytes()));
 
