@@ -320,7 +320,7 @@ impl Link {
 /// thousands of circuits loses its hash list (said in `parse_error`) rather
 /// than the record.
 fn fit(record: &mut JobRecord) {
-    const ROOM: usize = link::MAX_FRAME_BYTES / 2;
+    const ROOM: usize = link::MAX_FRAME_BYTES / 4;
     let size = |r: &JobRecord| serde_json::to_vec(r).map_or(usize::MAX, |v| v.len());
     if size(record) <= ROOM {
         return;

@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::{ProcessContext, QuantumJob};
 
 /// Largest frame either end accepts: a job record with its process context
-/// is a few KiB; the bound keeps a broken or hostile peer from making the
-/// other allocate.
-pub const MAX_FRAME_BYTES: usize = 1 << 20;
+/// is a few KiB (the gateway trims larger ones to a quarter of this); the
+/// bound keeps a broken or hostile peer from making the other allocate.
+pub const MAX_FRAME_BYTES: usize = 256 << 10;
 
 /// Gateway → collector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

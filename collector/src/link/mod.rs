@@ -28,10 +28,13 @@ use crate::enrich::SharedContext;
 use crate::metrics::{self, Metrics};
 
 /// Requests waiting for the pipeline; a full queue slows the gateway down
-/// (its records wait on its side, bounded and counted there).
-pub const PIPELINE_QUEUE: usize = 4096;
+/// (its records wait on its side, bounded and counted there). At most
+/// 1024 frames of 256 KiB: what a misbehaving gateway can make us hold.
+pub const PIPELINE_QUEUE: usize = 1024;
 /// Answers waiting to be written to one gateway connection.
 const REPLY_QUEUE: usize = 4096;
+/// Lookups in flight per connection; past it, reading waits.
+const LOOKUPS_IN_FLIGHT: usize = 256;
 
 /// What the link asks of the pipeline, which owns the process table.
 pub enum ToPipeline {
@@ -155,6 +158,7 @@ async fn connection(
     let (mut read, write) = stream.into_split();
     let (replies, outbox) = mpsc::channel::<ToGateway>(REPLY_QUEUE);
     let writer = tokio::spawn(write_replies(write, outbox));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(LOOKUPS_IN_FLIGHT));
     let result = async {
         loop {
             let mut header = [0u8; 4];
@@ -168,11 +172,13 @@ async fn connection(
             match link::decode::<ToCollector>(&body)? {
                 ToCollector::Lookup { id, peer, local } => {
                     metrics::add(&metrics.link_lookups, 1);
+                    let slot = in_flight.clone().acquire_owned().await?;
                     let (to_pipeline, replies, metrics) =
                         (to_pipeline.clone(), replies.clone(), metrics.clone());
                     tokio::spawn(async move {
                         let answer = lookup(&to_pipeline, &metrics, id, peer, local).await;
                         let _ = replies.send(answer).await;
+                        drop(slot);
                     });
                 }
                 ToCollector::Job(record) => {
