@@ -167,7 +167,8 @@ impl Gateway {
                     Ok(n) => {
                         let mut s = stderr.lock().unwrap();
                         s.push_str(&String::from_utf8_lossy(&buf[..n]));
-                        if s[from..].contains(marker) {
+                        // the link may come up before the listener is bound
+                        if s[from..].contains(marker) && s[from..].contains(LISTENING) {
                             let _ = ready_tx.send(());
                         }
                     }

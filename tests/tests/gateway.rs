@@ -464,7 +464,13 @@ fn quota_breach_is_denied_and_recorded() {
         .unwrap()
         .contains("not JSON"));
     // the caller is this test process (no agent: the default limits)
-    assert_eq!(events[2]["process"]["pid"], std::process::id());
+    assert_eq!(
+        events[2]["process"]["pid"],
+        std::process::id(),
+        "{}\ngateway stderr:\n{}",
+        events[2],
+        pair.gateway.stderr()
+    );
     assert_eq!(events[2]["agent_id"], Value::Null);
     pair.stop();
 }

@@ -90,9 +90,13 @@ fn huge_array(bytes: usize) -> Vec<u8> {
 struct Problems(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
 
 impl Problems {
+    /// Each distinct problem once (a step repeated 20 times reports once).
     fn add(&self, p: String) {
-        eprintln!("PROBLEM: {p}");
-        self.0.lock().unwrap().push(p);
+        let mut list = self.0.lock().unwrap();
+        if !list.contains(&p) {
+            eprintln!("PROBLEM: {p}");
+            list.push(p);
+        }
     }
     fn list(&self) -> Vec<String> {
         self.0.lock().unwrap().clone()
