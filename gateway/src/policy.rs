@@ -162,6 +162,22 @@ impl Policy {
         (limits, mode)
     }
 
+    /// Decide on a session `agent` opens: only the backend limits apply, and
+    /// nothing is counted.
+    pub fn decide_session(&mut self, agent: Option<&str>, job: &QuantumJob) -> Decision {
+        let (limits, mode) = self.limits_for(agent);
+        let who = agent.map_or_else(
+            || "callers outside any agent".to_string(),
+            |a| format!("agent {a}"),
+        );
+        let breach = check(&backend_limits(&limits), job, &Window::default(), 0, &who);
+        match (breach, mode) {
+            (None, _) => Decision::Allowed,
+            (Some(b), PolicyMode::Enforce) => Decision::Denied(b),
+            (Some(b), PolicyMode::Monitor) => Decision::Monitored(b),
+        }
+    }
+
     /// Decide on a submission by `agent` (None: not in an agent's tree) and
     /// count it when it goes through.
     pub fn decide(&mut self, agent: Option<&str>, job: &QuantumJob, now: Instant) -> Decision {
@@ -239,6 +255,16 @@ fn unread_input(limits: &Limits, job: &QuantumJob) -> Option<Breach> {
             "the job's {input} could not be read from the request, so the {limit} limit cannot be checked (fail closed)"
         ),
     })
+}
+
+/// What applies to a session, which reserves a backend but runs nothing
+/// itself: the backend limits (and their inputs), not rates or sizes.
+fn backend_limits(limits: &Limits) -> Limits {
+    Limits {
+        backends: limits.backends.clone(),
+        allow_qpu: limits.allow_qpu,
+        ..Limits::default()
+    }
 }
 
 fn check(
@@ -467,6 +493,30 @@ mod tests {
                 .unwrap()
                 .limit,
             "allow_qpu"
+        );
+    }
+
+    #[test]
+    fn sessions_answer_to_the_backend_limits_only() {
+        let mut p = policy();
+        let t = Instant::now();
+        let qpu = job(10, 100, "ibm_fez", "qpu");
+        assert_eq!(
+            p.decide_session(Some("cowork"), &qpu)
+                .breach()
+                .unwrap()
+                .limit,
+            "allow_qpu"
+        );
+        // qubits and rates do not apply to a session
+        let sim = job(1, 100, "sim", "simulator");
+        for _ in 0..5 {
+            assert_eq!(p.decide_session(Some("cowork"), &sim), Decision::Allowed);
+        }
+        // and sessions are not counted as jobs
+        assert_eq!(
+            p.decide(Some("cowork"), &job(1, 5, "sim", "simulator"), t),
+            Decision::Allowed
         );
     }
 

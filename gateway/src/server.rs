@@ -471,8 +471,13 @@ async fn handle(
     parts.uri = t.uri;
     parts.version = http::Version::HTTP_11;
 
+    // submissions, and sessions (which reserve a backend), are read and policed
     let submit = record.class == Some(OpClass::Submit);
-    if !submit && !route.signs_body() {
+    let session = t
+        .operation
+        .as_ref()
+        .is_some_and(|o| o.name == "session_create");
+    if !submit && !session && !route.signs_body() {
         route.authorize(&mut parts, b"");
         let upstream = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
         return relay(upstream, record).await;
@@ -493,13 +498,15 @@ async fn handle(
     };
     // the body is in hand: the upstream gets it at once, nothing to wait for
     parts.headers.remove(header::EXPECT);
-    if submit {
-        metrics::add(&shared.metrics.jobs, 1);
+    if submit || session {
+        if submit {
+            metrics::add(&shared.metrics.jobs, 1);
+        }
         record.job.payload_bytes = bytes.len() as u64;
         if let Some(op) = &t.operation {
             parse(&shared, route, op, bytes.clone(), &mut record.job).await;
         }
-        record = match decide(record) {
+        record = match decide(record, session) {
             Ok(r) => r,
             Err(denied) => return denied,
         };
@@ -646,12 +653,13 @@ async fn parse(shared: &Shared, route: &Route, op: &Operation, body: Bytes, job:
     }
 }
 
-/// Apply the parse-error rule and the job limits. `Err(response)`: refused.
+/// Apply the parse-error rule and the job limits (a session's: the backend
+/// limits). `Err(response)`: refused.
 #[expect(
     clippy::result_large_err,
     reason = "a refusal is the response itself, built once per request"
 )]
-fn decide(mut record: Record) -> Result<Record, Response<Body>> {
+fn decide(mut record: Record, session: bool) -> Result<Record, Response<Body>> {
     let shared = record.shared.clone();
     if let Some(err) = record.job.parse_error.clone() {
         metrics::add(&shared.metrics.parse_errors, 1);
@@ -667,7 +675,13 @@ fn decide(mut record: Record) -> Result<Record, Response<Body>> {
         }
     }
     let agent = record.caller.agent().map(str::to_string);
-    let decision = lock(&shared.policy).decide(agent.as_deref(), &record.job, Instant::now());
+    let mut policy = lock(&shared.policy);
+    let decision = if session {
+        policy.decide_session(agent.as_deref(), &record.job)
+    } else {
+        policy.decide(agent.as_deref(), &record.job, Instant::now())
+    };
+    drop(policy);
     match decision {
         Decision::Allowed => Ok(record),
         Decision::Monitored(b) => {

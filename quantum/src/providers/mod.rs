@@ -88,6 +88,7 @@ impl Provider {
     ) -> Result<(), ParseError> {
         match (self, op.name) {
             (Provider::Braket, "hybrid_job_create") => braket_job::parse(body, job, limits),
+            (Provider::IbmRuntime, "session_create") => ibm_session(body, job, limits),
             (Provider::IbmIam, _) => Ok(()),
             _ => self.parse_submit_with(body, job, limits),
         }
@@ -212,6 +213,23 @@ impl Provider {
             Provider::IbmIam => "unknown",
         }
     }
+}
+
+/// An IBM session reserves a backend (`{"backend": ..., "mode": ...}`):
+/// its backend is what the policy checks.
+fn ibm_session(body: &[u8], job: &mut QuantumJob, limits: &ParseLimits) -> Result<(), ParseError> {
+    const PART: &str = "ibm_session";
+    Budget::new(limits)
+        .prescan_json(body)
+        .map_err(|hit| hit.error(PART, ""))?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ParseError::new(PART, format!("body is not JSON: {e}")))?;
+    job.backend = str_at(&v, "/backend");
+    job.session_id = None;
+    if job.backend.is_none() {
+        return Err(ParseError::new(PART, "no backend"));
+    }
+    Ok(())
 }
 
 /// Totals over a job's circuits, written into the job.
