@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use vigil_schema::link::{self, JobRecord, ToCollector, ToGateway};
 use vigil_schema::ProcessContext;
 
@@ -32,6 +32,8 @@ const LOOKUP_QUEUE: usize = 1024;
 /// Reconnection backoff bounds.
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(2);
+/// A link that ends sooner than this was refused, not lost.
+const SHORT_LINK: Duration = Duration::from_secs(1);
 
 /// The process on the other end of a connection, as the collector knows it.
 #[derive(Debug, Clone, Default)]
@@ -180,9 +182,10 @@ impl Link {
             };
             match stream {
                 Ok(stream) => {
-                    info!(socket = %self.0.path.display(), "connected to the collector");
-                    backoff = RETRY_MIN;
-                    warned = false;
+                    if !warned {
+                        info!(socket = %self.0.path.display(), "connected to the collector");
+                    }
+                    let since = std::time::Instant::now();
                     self.0.connected.send_replace(true);
                     self.serve(stream, &mut lookups, &mut stop).await;
                     self.0.connected.send_replace(false);
@@ -190,7 +193,16 @@ impl Link {
                     lock(&self.0.pending).clear();
                     lock(&self.0.buffer).sent = 0;
                     metrics::add(&self.0.metrics.link_disconnects, 1);
-                    warn!("lost the collector link; job records are kept until it is back");
+                    if since.elapsed() >= SHORT_LINK {
+                        backoff = RETRY_MIN;
+                        warned = false;
+                        warn!("lost the collector link; job records are kept until it is back");
+                    } else if !warned {
+                        // the collector closes at once on a peer it does not allow
+                        error!(socket = %self.0.path.display(), uid = own_uid(),
+                            "the collector closed the link at once: is this user in its [link] allowed_users? Callers cannot be attributed meanwhile");
+                        warned = true;
+                    }
                 }
                 Err(e) => {
                     if !warned {
@@ -348,6 +360,12 @@ fn fit(record: &mut JobRecord) {
         }
         j.endpoint = j.endpoint.chars().take(1024).collect();
     }
+}
+
+/// This process's uid, for the log.
+fn own_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
 }
 
 /// Resolves once `stop` turns true (its guard not held across awaits).

@@ -1,34 +1,54 @@
 //! A response body relayed as it streams, with a copy of its first bytes
 //! kept for the job record.
+//!
+//! When the client hangs up before the body is through, the rest is still
+//! read from the upstream (in the background, bounded by the copy limit and
+//! a deadline), so the record of a job the provider accepted carries its id.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 
 use crate::server::BoxError;
 
+/// How long the rest of a response is read after the client left.
+const ORPHAN_READ: Duration = Duration::from_secs(30);
+
 /// Called once: with the body (when it ended within the limit) or `None`
-/// (longer than the limit, failed, or dropped by the client).
+/// (longer than the limit, failed, or not wanted).
 pub type OnEnd = Box<dyn FnOnce(Option<&[u8]>) + Send + Sync>;
 
-pub struct TeeBody<B> {
-    inner: B,
+/// Over a response from the upstream (hyper's body, which can be read on
+/// after the client left).
+pub struct TeeBody {
+    inner: Option<Incoming>,
     copy: Vec<u8>,
     limit: usize,
     overflow: bool,
     on_end: Option<OnEnd>,
 }
 
-impl<B> TeeBody<B> {
-    pub fn new(inner: B, limit: usize, on_end: OnEnd) -> Self {
+impl TeeBody {
+    pub fn new(inner: Incoming, limit: usize, on_end: OnEnd) -> Self {
         Self {
-            inner,
+            inner: Some(inner),
             copy: Vec::new(),
             limit,
             overflow: false,
             on_end: Some(on_end),
+        }
+    }
+
+    fn keep(&mut self, data: &[u8]) {
+        if self.copy.len() + data.len() <= self.limit {
+            self.copy.extend_from_slice(data);
+        } else {
+            self.overflow = true;
         }
     }
 
@@ -39,11 +59,7 @@ impl<B> TeeBody<B> {
     }
 }
 
-impl<B> Body for TeeBody<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
+impl Body for TeeBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -52,17 +68,17 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    if this.copy.len() + data.len() <= this.limit {
-                        this.copy.extend_from_slice(data);
-                    } else {
-                        this.overflow = true;
-                    }
+                    let data = data.clone();
+                    this.keep(&data);
                 }
                 // hyper stops polling once a sized body is complete
-                if this.inner.is_end_stream() {
+                if this.inner.as_ref().is_some_and(|b| b.is_end_stream()) {
                     this.finish(true);
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -80,17 +96,57 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
     }
 }
 
-impl<B> Drop for TeeBody<B> {
+impl Drop for TeeBody {
     fn drop(&mut self) {
+        if self.on_end.is_none() {
+            return;
+        }
         // the client hung up mid-body, or an empty body was never polled
-        self.finish(false);
+        let wanted = self.limit > 0 && !self.overflow;
+        match (
+            wanted,
+            self.inner.take(),
+            tokio::runtime::Handle::try_current(),
+        ) {
+            (true, Some(inner), Ok(runtime)) => {
+                let (copy, limit, on_end) = (
+                    std::mem::take(&mut self.copy),
+                    self.limit,
+                    self.on_end.take(),
+                );
+                runtime.spawn(read_rest(inner, copy, limit, on_end));
+            }
+            _ => self.finish(false),
+        }
     }
+}
+
+/// What an abandoned response still holds, read for the record.
+async fn read_rest(inner: Incoming, mut copy: Vec<u8>, limit: usize, on_end: Option<OnEnd>) {
+    let Some(on_end) = on_end else { return };
+    let rest = tokio::time::timeout(ORPHAN_READ, async {
+        let mut inner = inner;
+        while let Some(frame) = inner.frame().await {
+            let Ok(frame) = frame else { return false };
+            if let Some(data) = frame.data_ref() {
+                if copy.len() + data.len() > limit {
+                    return false;
+                }
+                copy.extend_from_slice(data);
+            }
+        }
+        true
+    })
+    .await;
+    on_end(matches!(rest, Ok(true)).then_some(copy.as_slice()));
 }
