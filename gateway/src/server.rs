@@ -169,8 +169,9 @@ impl Gateway {
 async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: SocketAddr) {
     let caller = Arc::new(OnceCell::<Caller>::new());
     let header_timeout = Duration::from_millis(shared.config.limits.header_timeout_ms);
+    let (for_service, for_record) = ((shared.clone(), caller.clone()), (shared, caller));
     let service = service_fn(move |req| {
-        let (shared, caller) = (shared.clone(), caller.clone());
+        let (shared, caller) = (for_service.0.clone(), for_service.1.clone());
         // its own task: a client that hangs up does not cancel a relay in
         // flight, whose record is still made
         let task = tokio::spawn(handle(shared, caller, peer, req));
@@ -192,7 +193,42 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
         .await;
     if let Err(e) = served {
         debug!(error = %e, %peer, "connection ended with an error");
+        if e.is_parse() || e.is_parse_too_large() {
+            malformed_head(for_record.0, for_record.1, peer, &e).await;
+        }
     }
+}
+
+/// hyper refused a request head before routing (a request line or headers
+/// over its limits: 414, 431; malformed: 400) and answered it itself,
+/// without a JSON body. The refusal is still recorded, with its caller.
+async fn malformed_head(
+    shared: Arc<Shared>,
+    caller: Arc<OnceCell<Caller>>,
+    peer: SocketAddr,
+    e: &hyper::Error,
+) {
+    metrics::add(&shared.metrics.limit_hits, 1);
+    let caller = caller.get_or_init(|| resolve(&shared, peer)).await.clone();
+    let (activity_id, operation) = activity(None);
+    let message = format!("request head refused before routing: {e}");
+    Record {
+        shared: shared.clone(),
+        route: 0,
+        caller,
+        job: QuantumJob {
+            operation,
+            decision: "denied".into(),
+            policy_limit: Some("request_head".into()),
+            policy_reason: Some(message.clone()),
+            parse_error: Some(message),
+            ..Default::default()
+        },
+        activity_id,
+        class: None,
+        started: Instant::now(),
+    }
+    .emit();
 }
 
 fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
