@@ -3,8 +3,10 @@
 from inside (or outside) an agent's process tree: the agent is matched on
 this process's command line, which carries TAG.
 
-usage: http_call.py METHOD URL TAG BODY_FILE|- [HEADER=VALUE ...]
-The path is sent exactly as given. Prints one JSON line:
+usage: http_call.py METHOD URL TAG BODY_FILE|- [HEADERS_FILE]
+HEADERS_FILE holds one HEADER=VALUE per line: credentials stay off the
+command line, which every collector on the host records. The path is sent
+exactly as given. Prints one JSON line:
 {"status": N, "body": "..."}.
 """
 import http.client
@@ -13,7 +15,10 @@ import sys
 from urllib.parse import urlsplit
 
 method, url, _tag, body_file = sys.argv[1:5]
-headers = dict(h.split("=", 1) for h in sys.argv[5:])
+headers = {}
+if len(sys.argv) > 5:
+    with open(sys.argv[5]) as f:
+        headers = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
 body = b""
 if body_file != "-":
     with open(body_file, "rb") as f:

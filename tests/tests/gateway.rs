@@ -524,8 +524,11 @@ fn call_as(tag: &str, method: &str, url: &str, body: &[u8], headers: &[&str]) ->
     let file = dir.path().join("body");
     std::fs::write(&file, body).unwrap();
     let file = file.display().to_string();
-    let mut args = vec![method, url, tag, file.as_str()];
-    args.extend_from_slice(headers);
+    // headers (tokens) in a file: a command line is seen by every collector
+    let header_file = dir.path().join("headers");
+    std::fs::write(&header_file, headers.join("\n")).unwrap();
+    let header_file = header_file.display().to_string();
+    let args = [method, url, tag, file.as_str(), header_file.as_str()];
     let (pid, mut out) = run_sdk("http_call.py", &args, &[]);
     assert_eq!(out.len(), 1, "{out:?}");
     (pid, out.remove(0))

@@ -14,12 +14,41 @@ use std::path::Path;
 
 /// The pid holding the client end of the connection `peer` → `local`.
 pub fn peer_pid(proc_root: &Path, peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+    let (inode, uid) = client_socket(proc_root, peer, local)?;
+    pid_with_socket(proc_root, inode, uid)
+}
+
+/// Whether `pid` holds the client end of `peer` → `local` now: what the
+/// kernel's connect record said may be stale (the socket closed, its port
+/// reused by another process, the pid reused).
+pub fn holds(proc_root: &Path, pid: u32, peer: SocketAddr, local: SocketAddr) -> bool {
+    let Some((inode, _)) = client_socket(proc_root, peer, local) else {
+        return false;
+    };
+    has_fd_on(proc_root, pid, &format!("socket:[{inode}]"))
+}
+
+/// The client socket's inode (never 0: an orphaned socket in FIN_WAIT or
+/// TIME_WAIT is no process's) and its owner's uid when known.
+fn client_socket(
+    proc_root: &Path,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Option<(u64, Option<u32>)> {
     let (inode, uid) = match sock_diag::find(peer, local) {
         Ok(Some(found)) => (found.inode, Some(found.uid)),
         Ok(None) => return None,
         Err(_) => (socket_inode(proc_root, peer, local)?, None),
     };
-    pid_with_socket(proc_root, inode, uid)
+    (inode != 0).then_some((inode, uid))
+}
+
+fn has_fd_on(proc_root: &Path, pid: u32, target: &str) -> bool {
+    let Ok(fds) = std::fs::read_dir(proc_root.join(pid.to_string()).join("fd")) else {
+        return false;
+    };
+    fds.flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target))
 }
 
 fn socket_inode(proc_root: &Path, peer: SocketAddr, local: SocketAddr) -> Option<u64> {
@@ -92,13 +121,7 @@ fn pid_with_socket(proc_root: &Path, inode: u64, uid: Option<u32>) -> Option<u32
         .collect();
     pids.sort_unstable_by(|a, b| b.cmp(a));
     let me = std::process::id();
-    let holds = |pid: u32| {
-        let Ok(fds) = std::fs::read_dir(proc_root.join(pid.to_string()).join("fd")) else {
-            return false;
-        };
-        fds.flatten()
-            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str()))
-    };
+    let holds = |pid: u32| has_fd_on(proc_root, pid, &target);
     let owned = |pid: u32| {
         std::fs::metadata(proc_root.join(pid.to_string())).is_ok_and(|m| Some(m.uid()) == uid)
     };
@@ -275,6 +298,22 @@ mod tests {
         // a 4-tuple nobody uses
         let nobody: SocketAddr = "127.0.0.1:1".parse().unwrap();
         assert!(sock_diag::find(nobody, local).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_connect_record_is_believed_only_while_the_pid_holds_the_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = listener.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(local).unwrap();
+        let (_server, peer) = listener.accept().unwrap();
+        let proc_root = Path::new("/proc");
+        assert!(holds(proc_root, std::process::id(), peer, local));
+        // another process does not hold it (pid 1: init)
+        assert!(!holds(proc_root, 1, peer, local));
+        // closed: the orphaned socket (inode 0) is no one's
+        drop(client);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!holds(proc_root, std::process::id(), peer, local));
     }
 
     #[test]

@@ -35,6 +35,13 @@ pub const PIPELINE_QUEUE: usize = 1024;
 const REPLY_QUEUE: usize = 4096;
 /// Lookups in flight per connection; past it, reading waits.
 const LOOKUPS_IN_FLIGHT: usize = 256;
+/// Job records written but not yet acknowledged per connection; past it,
+/// reading waits (a gateway that does not read its acks stalls itself).
+const ACKS_PENDING: usize = 1024;
+/// /proc walks at once, for all connections: each reads many fd tables.
+static PROC_WALKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+/// Longest gateway instance name accepted.
+const MAX_INSTANCE_BYTES: usize = 64;
 
 /// What the link asks of the pipeline, which owns the process table.
 pub enum ToPipeline {
@@ -159,6 +166,9 @@ async fn connection(
     let (replies, outbox) = mpsc::channel::<ToGateway>(REPLY_QUEUE);
     let writer = tokio::spawn(write_replies(write, outbox));
     let in_flight = Arc::new(tokio::sync::Semaphore::new(LOOKUPS_IN_FLIGHT));
+    // acks in order, once each record is written
+    let (pending_acks, acks) = mpsc::channel::<(ToGateway, oneshot::Receiver<()>)>(ACKS_PENDING);
+    let acker = tokio::spawn(send_acks(acks, replies.clone()));
     let result = async {
         loop {
             let mut header = [0u8; 4];
@@ -183,6 +193,10 @@ async fn connection(
                 }
                 ToCollector::Job(record) => {
                     metrics::add(&metrics.link_jobs, 1);
+                    anyhow::ensure!(
+                        record.instance.len() <= MAX_INSTANCE_BYTES,
+                        "gateway instance name over {MAX_INSTANCE_BYTES} bytes"
+                    );
                     let ack = ToGateway::Ack {
                         instance: record.instance.clone(),
                         seq: record.seq,
@@ -192,21 +206,28 @@ async fn connection(
                         .send(ToPipeline::Job { record, written })
                         .await
                         .context("the pipeline has stopped")?;
-                    let replies = replies.clone();
-                    // the pipeline writes in order: acks go out in order too
-                    tokio::spawn(async move {
-                        if done.await.is_ok() {
-                            let _ = replies.send(ack).await;
-                        }
-                    });
+                    pending_acks.send((ack, done)).await?;
                 }
             }
         }
     }
     .await;
-    drop(replies);
+    drop((replies, pending_acks));
+    let _ = acker.await;
     let _ = writer.await;
     result
+}
+
+/// Acknowledge records as the pipeline writes them, in order.
+async fn send_acks(
+    mut acks: mpsc::Receiver<(ToGateway, oneshot::Receiver<()>)>,
+    replies: mpsc::Sender<ToGateway>,
+) {
+    while let Some((ack, written)) = acks.recv().await {
+        if written.await.is_err() || replies.send(ack).await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn write_replies(mut write: OwnedWriteHalf, mut outbox: mpsc::Receiver<ToGateway>) {
@@ -218,6 +239,14 @@ async fn write_replies(mut write: OwnedWriteHalf, mut outbox: mpsc::Receiver<ToG
             return;
         }
     }
+}
+
+/// Where a caller was found.
+enum Found {
+    /// The kernel's connect record, confirmed: the pid holds the socket now.
+    Kernel(u32, Option<Arc<SharedContext>>),
+    /// The process holding the socket, by a walk of /proc (or none).
+    Proc(Option<u32>),
 }
 
 /// Who is on the other end of `peer` → `local`: the kernel's connect
@@ -238,15 +267,23 @@ async fn lookup(
         Ok(()) => answer.await.ok().flatten(),
         Err(_) => None,
     };
-    if let Some((pid, context)) = from_bpf {
-        return caller(id, Some(pid), context, "bpf");
-    }
-    let pid = tokio::task::spawn_blocking(move || {
-        attribution::peer_pid(std::path::Path::new("/proc"), peer, local)
+    let Ok(_walk) = PROC_WALKS.acquire().await else {
+        return caller(id, None, None, "none");
+    };
+    let proc_root = std::path::Path::new("/proc");
+    // the connect record is checked against the socket the pid holds now
+    let found = tokio::task::spawn_blocking(move || match from_bpf {
+        Some((pid, context)) if attribution::holds(proc_root, pid, peer, local) => {
+            Found::Kernel(pid, context)
+        }
+        _ => Found::Proc(attribution::peer_pid(proc_root, peer, local)),
     })
     .await
-    .ok()
-    .flatten();
+    .unwrap_or(Found::Proc(None));
+    let pid = match found {
+        Found::Kernel(pid, context) => return caller(id, Some(pid), context, "bpf"),
+        Found::Proc(pid) => pid,
+    };
     let Some(pid) = pid else {
         metrics::add(&metrics.link_unattributed, 1);
         return caller(id, None, None, "none");
