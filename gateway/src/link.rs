@@ -233,10 +233,19 @@ impl Link {
         let reader = self.read_answers(read);
         tokio::pin!(reader);
         loop {
-            if self.send_records(&mut write).await.is_err() {
-                return;
+            // lookups first (a caller waits on each), then records by batches
+            while let Ok(lookup) = lookups.try_recv() {
+                if write_frame(&mut write, &lookup).await.is_err() {
+                    return;
+                }
+            }
+            match self.send_records(&mut write).await {
+                Err(_) => return,
+                Ok(true) => continue,
+                Ok(false) => {}
             }
             tokio::select! {
+                biased;
                 _ = &mut reader => return,
                 Some(lookup) = lookups.recv() => {
                     if write_frame(&mut write, &lookup).await.is_err() {
@@ -253,34 +262,41 @@ impl Link {
         }
     }
 
-    /// Send every buffered record the collector has not been sent yet on
-    /// this connection.
-    async fn send_records(&self, write: &mut OwnedWriteHalf) -> std::io::Result<()> {
-        loop {
-            let next: Vec<Arc<JobRecord>> = {
-                let buffer = lock(&self.0.buffer);
-                buffer
-                    .records
-                    .iter()
-                    .filter(|r| r.seq > buffer.sent)
-                    .take(256)
-                    .cloned()
-                    .collect()
-            };
-            let Some(last) = next.last().map(|r| r.seq) else {
-                return Ok(());
-            };
-            for r in next {
-                let frame = link::encode(&ToCollector::Job(Box::new((*r).clone())));
-                match frame {
-                    Ok(frame) => write.write_all(&frame).await?,
-                    // fit() makes this unreachable; never let it wedge the link
-                    Err(e) => warn!(seq = r.seq, error = %e, "job record cannot be framed"),
+    /// Send the next batch of buffered records the collector has not been
+    /// sent on this connection; `true` when more are waiting.
+    async fn send_records(&self, write: &mut OwnedWriteHalf) -> std::io::Result<bool> {
+        const BATCH: usize = 64;
+        let next: Vec<Arc<JobRecord>> = {
+            let buffer = lock(&self.0.buffer);
+            buffer
+                .records
+                .iter()
+                .filter(|r| r.seq > buffer.sent)
+                .take(BATCH + 1)
+                .cloned()
+                .collect()
+        };
+        let more = next.len() > BATCH;
+        let Some(last) = next
+            .get(next.len().min(BATCH).wrapping_sub(1))
+            .map(|r| r.seq)
+        else {
+            return Ok(false);
+        };
+        for r in next.into_iter().take(BATCH) {
+            let frame = link::encode(&ToCollector::Job(Box::new((*r).clone())));
+            match frame {
+                Ok(frame) => write.write_all(&frame).await?,
+                // fit() makes this unreachable; never let it wedge the link
+                Err(e) => {
+                    metrics::add(&self.0.metrics.records_dropped, 1);
+                    warn!(seq = r.seq, error = %e, "job record cannot be framed");
                 }
             }
-            let mut buffer = lock(&self.0.buffer);
-            buffer.sent = buffer.sent.max(last);
         }
+        let mut buffer = lock(&self.0.buffer);
+        buffer.sent = buffer.sent.max(last);
+        Ok(more)
     }
 
     async fn read_answers(&self, mut read: OwnedReadHalf) {
@@ -333,32 +349,54 @@ impl Link {
 /// than the record.
 fn fit(record: &mut JobRecord) {
     const ROOM: usize = link::MAX_FRAME_BYTES / 4;
+    const FIELD: usize = 1024;
     let size = |r: &JobRecord| serde_json::to_vec(r).map_or(usize::MAX, |v| v.len());
     if size(record) <= ROOM {
         return;
     }
     let j = &mut record.job;
     let hashes = std::mem::take(&mut j.circuit_hashes).len();
-    let note = format!("record truncated: {hashes} circuit hashes left out");
+    let clip = |s: &mut String| {
+        if s.len() > FIELD {
+            *s = s.chars().take(FIELD).collect();
+        }
+    };
+    for s in [
+        &mut j.method,
+        &mut j.endpoint,
+        &mut j.route,
+        &mut j.operation,
+    ] {
+        clip(s);
+    }
+    for s in [
+        &mut j.policy_reason,
+        &mut j.job_id,
+        &mut j.program,
+        &mut j.session_id,
+        &mut j.backend,
+        &mut j.output_location,
+        &mut j.status,
+        &mut j.previous_status,
+        &mut j.parse_error,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        clip(s);
+    }
+    let note = format!(
+        "record trimmed to fit the link: {hashes} circuit hashes left out, long fields cut"
+    );
     j.parse_error = Some(match j.parse_error.take() {
-        Some(e) => format!("{note}; {}", e.chars().take(1024).collect::<String>()),
+        Some(e) => format!("{note}; {e}"),
         None => note,
     });
     if size(record) > ROOM {
-        // only text fields remain that could be this large
-        let j = &mut record.job;
-        for v in [
-            &mut j.policy_reason,
-            &mut j.job_id,
-            &mut j.program,
-            &mut j.session_id,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            *v = v.chars().take(1024).collect();
+        // the process context itself is huge (arguments): keep the pid only
+        if let Some(c) = record.context.take() {
+            record.pid = record.pid.or(Some(c.process.pid));
         }
-        j.endpoint = j.endpoint.chars().take(1024).collect();
     }
 }
 

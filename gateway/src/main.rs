@@ -97,13 +97,17 @@ async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
             }
         });
     }
+    let pending = gateway.pending();
     let server = tokio::spawn(gateway.serve(stop.clone()));
     shutdown_signal().await;
     info!("stopping: no new connections");
     let started = Instant::now();
-    // stop accepting, then let the link deliver what is left
+    // stop accepting, let relays in flight finish their records, then let
+    // the link deliver what is left
     server.abort();
-    while link.unacknowledged() > 0 && started.elapsed() < EXIT_FLUSH {
+    let busy =
+        || pending.load(std::sync::atomic::Ordering::SeqCst) > 0 || link.unacknowledged() > 0;
+    while busy() && started.elapsed() < EXIT_FLUSH {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let left = link.unacknowledged();

@@ -78,8 +78,8 @@ impl Window {
             if now_s.saturating_sub(b.second) < HOUR.as_secs() {
                 break;
             }
-            self.hour_shots -= b.shots;
-            self.hour_executions -= b.executions;
+            self.hour_shots = self.hour_shots.saturating_sub(b.shots);
+            self.hour_executions = self.hour_executions.saturating_sub(b.executions);
             self.buckets.pop_front();
         }
     }
@@ -104,13 +104,14 @@ impl Window {
     }
 
     fn add(&mut self, now_s: u64, shots: u64, executions: u64) {
-        self.hour_shots += shots;
-        self.hour_executions += executions;
+        // counts a body claims can be near u64::MAX: saturate, never wrap
+        self.hour_shots = self.hour_shots.saturating_add(shots);
+        self.hour_executions = self.hour_executions.saturating_add(executions);
         match self.buckets.back_mut() {
             Some(b) if b.second == now_s => {
                 b.jobs += 1;
-                b.shots += shots;
-                b.executions += executions;
+                b.shots = b.shots.saturating_add(shots);
+                b.executions = b.executions.saturating_add(executions);
             }
             _ => self.buckets.push_back(Bucket {
                 second: now_s,
@@ -160,6 +161,11 @@ impl Policy {
             mode = o.mode.unwrap_or(mode);
         }
         (limits, mode)
+    }
+
+    /// The mode (enforce, monitor) for `agent`'s calls.
+    pub fn mode_for(&self, agent: Option<&str>) -> PolicyMode {
+        self.limits_for(agent).1
     }
 
     /// Decide on a session `agent` opens: only the backend limits apply, and
@@ -289,6 +295,19 @@ fn check(
     if let Some(missing) = unread_input(limits, job) {
         return Some(missing);
     }
+    if job.program.as_deref() == Some("hybrid_job")
+        && (limits.backends.is_some() || limits.allow_qpu == Some(false))
+    {
+        return Some(deny(
+            "hybrid_jobs",
+            json!(false),
+            json!(job.backend),
+            format!(
+                "a hybrid job submits its tasks from its own container, past the gateway: \
+                 not allowed for {who}, whose backends are limited"
+            ),
+        ));
+    }
     let backend = job.backend.as_deref();
     if let (Some(allowed), Some(b)) = (&limits.backends, backend) {
         if !allowed.iter().any(|a| a == b) {
@@ -342,7 +361,7 @@ fn check(
         }
     }
     if let Some(max) = limits.shots_per_hour {
-        let n = window.hour_shots + job.shots.unwrap_or(0);
+        let n = window.hour_shots.saturating_add(job.shots.unwrap_or(0));
         if n > max {
             return Some(rate(
                 "shots_per_hour",
@@ -354,7 +373,9 @@ fn check(
         }
     }
     if let Some(max) = limits.executions_per_hour {
-        let n = window.hour_executions + job.executions.unwrap_or(0);
+        let n = window
+            .hour_executions
+            .saturating_add(job.executions.unwrap_or(0));
         if n > max {
             return Some(rate(
                 "executions_per_hour",
@@ -376,7 +397,7 @@ mod tests {
     fn job(shots: u64, qubits: u32, backend: &str, device: &str) -> QuantumJob {
         QuantumJob {
             shots: Some(shots),
-            executions: Some(shots * 10),
+            executions: Some(shots.saturating_mul(10)),
             qubits: Some(qubits),
             backend: Some(backend.into()),
             device_type: Some(device.into()),
@@ -518,6 +539,35 @@ mod tests {
             p.decide(Some("cowork"), &job(1, 5, "sim", "simulator"), t),
             Decision::Allowed
         );
+    }
+
+    #[test]
+    fn hybrid_jobs_fail_closed_where_backends_are_limited_and_counts_saturate() {
+        let mut p = policy();
+        let t = Instant::now();
+        let mut hybrid = job(
+            1,
+            1,
+            "arn:aws:braket:::device/quantum-simulator/amazon/sv1",
+            "simulator",
+        );
+        hybrid.program = Some("hybrid_job".into());
+        // cowork may not use QPUs: its hybrid jobs could, from their container
+        assert_eq!(
+            p.decide(Some("cowork"), &hybrid, t).breach().unwrap().limit,
+            "hybrid_jobs"
+        );
+        // a body claiming u64::MAX shots: over the hour's limit, never a wrap or a panic
+        let huge = job(u64::MAX, 1, "s", "simulator");
+        assert_eq!(
+            p.decide(Some("other"), &huge, t).breach().unwrap().limit,
+            "shots_per_hour"
+        );
+        let mut monitor = policy();
+        monitor.config.mode = PolicyMode::Monitor;
+        monitor.decide(Some("x"), &huge, t);
+        let d = monitor.decide(Some("x"), &huge, t);
+        assert_eq!(d.breach().unwrap().requested, serde_json::json!(u64::MAX));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::{watch, OnceCell, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 use vigil_quantum::providers::OpClass;
 use vigil_quantum::{Operation, ParseLimits};
@@ -66,6 +66,8 @@ struct Shared {
     local: SocketAddr,
     link: Link,
     metrics: Arc<Metrics>,
+    /// Records being made (requests in flight).
+    pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A bound, configured gateway, ready to serve.
@@ -127,12 +129,19 @@ impl Gateway {
                 link,
                 metrics,
                 config,
+                pending: Arc::default(),
             }),
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local
+    }
+
+    /// How many records are being made: requests in flight, responses still
+    /// relayed. Shutdown waits for it to reach 0.
+    pub fn pending(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.shared.pending.clone()
     }
 
     /// Serve connections until `stop` turns true.
@@ -166,15 +175,21 @@ impl Gateway {
     }
 }
 
+/// The caller of one connection, once the collector has placed it (a
+/// failed lookup is not kept: the next request asks again).
+type CallerCell = Arc<tokio::sync::Mutex<Option<Caller>>>;
+
 async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: SocketAddr) {
-    let caller = Arc::new(OnceCell::<Caller>::new());
+    // the address this connection reached (a wildcard listener has many)
+    let local = stream.local_addr().map_or(shared.local, canonical);
+    let caller: CallerCell = Arc::default();
     let header_timeout = Duration::from_millis(shared.config.limits.header_timeout_ms);
     let (for_service, for_record) = ((shared.clone(), caller.clone()), (shared, caller));
     let service = service_fn(move |req| {
         let (shared, caller) = (for_service.0.clone(), for_service.1.clone());
         // its own task: a client that hangs up does not cancel a relay in
         // flight, whose record is still made
-        let task = tokio::spawn(handle(shared, caller, peer, req));
+        let task = tokio::spawn(handle(shared, caller, (peer, local), req));
         async move {
             Ok::<_, Infallible>(task.await.unwrap_or_else(|_| {
                 gateway_error(
@@ -194,7 +209,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
     if let Err(e) = served {
         debug!(error = %e, %peer, "connection ended with an error");
         if e.is_parse() || e.is_parse_too_large() {
-            malformed_head(for_record.0, for_record.1, peer, &e).await;
+            malformed_head(for_record.0, for_record.1, (peer, local), &e).await;
         }
     }
 }
@@ -204,12 +219,12 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
 /// without a JSON body. The refusal is still recorded, with its caller.
 async fn malformed_head(
     shared: Arc<Shared>,
-    caller: Arc<OnceCell<Caller>>,
-    peer: SocketAddr,
+    caller: CallerCell,
+    ends: (SocketAddr, SocketAddr),
     e: &hyper::Error,
 ) {
     metrics::add(&shared.metrics.limit_hits, 1);
-    let caller = caller.get_or_init(|| resolve(&shared, peer)).await.clone();
+    let caller = caller_of(&shared, &caller, ends).await;
     let (activity_id, operation) = activity(None);
     let message = format!("request head refused before routing: {e}");
     Record {
@@ -227,6 +242,7 @@ async fn malformed_head(
         activity_id,
         class: None,
         started: Instant::now(),
+        _pending: Pending::new(&shared.pending),
     }
     .emit();
 }
@@ -361,6 +377,24 @@ struct Record {
     activity_id: u32,
     class: Option<OpClass>,
     started: Instant,
+    _pending: Pending,
+}
+
+/// Records being made, so shutdown can wait for them (a relay in flight
+/// whose job the provider accepted must still be recorded).
+struct Pending(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Pending {
+    fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Pending(count.clone())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Why a request is refused, as the caller is told and the record says.
@@ -466,8 +500,8 @@ fn boot_now_ns() -> u64 {
 /// Handle one request; every outcome is a response (errors included).
 async fn handle(
     shared: Arc<Shared>,
-    caller: Arc<OnceCell<Caller>>,
-    peer: SocketAddr,
+    caller: CallerCell,
+    ends: (SocketAddr, SocketAddr),
     req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
@@ -476,7 +510,7 @@ async fn handle(
         Ok(t) => t,
         Err(resp) => return resp,
     };
-    let caller = caller.get_or_init(|| resolve(&shared, peer)).await.clone();
+    let caller = caller_of(&shared, &caller, ends).await;
     let route = &shared.routes[t.route];
     let (activity_id, operation) = activity(t.operation.as_ref());
     let record = Record {
@@ -496,6 +530,7 @@ async fn handle(
         activity_id,
         class: t.operation.as_ref().map(|o| o.class),
         started,
+        _pending: Pending::new(&shared.pending),
     };
     let (mut parts, body) = req.into_parts();
     let mut record = match admit(record, &parts.headers, t.operation.is_some()) {
@@ -504,6 +539,14 @@ async fn handle(
     };
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
+    // what was classified is the method sent: no override reaches the provider
+    for name in [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ] {
+        parts.headers.remove(name);
+    }
     parts.uri = t.uri;
     parts.version = http::Version::HTTP_11;
 
@@ -551,10 +594,22 @@ async fn handle(
     relay(Request::from_parts(parts, full(bytes)), record).await
 }
 
-/// Who is on the other end, from the collector.
-async fn resolve(shared: &Shared, peer: SocketAddr) -> Caller {
-    match shared.link.lookup(peer, shared.local).await {
-        Some(c) if c.pid.is_some() => c,
+/// Who is on the other end of `(peer, local)`, from the collector: asked
+/// once per connection, again on the next request if it could not say.
+async fn caller_of(
+    shared: &Shared,
+    cell: &CallerCell,
+    (peer, local): (SocketAddr, SocketAddr),
+) -> Caller {
+    let mut cached = cell.lock().await;
+    if let Some(c) = cached.as_ref() {
+        return c.clone();
+    }
+    match shared.link.lookup(peer, local).await {
+        Some(c) if c.pid.is_some() => {
+            *cached = Some(c.clone());
+            c
+        }
         _ => {
             metrics::add(&shared.metrics.unattributed, 1);
             warn!(%peer, "cannot tell which process is calling");
@@ -577,7 +632,7 @@ fn admit(
 ) -> Result<Record, Response<Body>> {
     let shared = record.shared.clone();
     let route = &shared.routes[record.route];
-    let mode = shared.config.policy.mode;
+    let mode = lock(&shared.policy).mode_for(record.caller.agent());
     if !allowlisted {
         metrics::add(&shared.metrics.not_allowed, 1);
         let message = format!(

@@ -88,7 +88,7 @@ impl Provider {
     ) -> Result<(), ParseError> {
         match (self, op.name) {
             (Provider::Braket, "hybrid_job_create") => braket_job::parse(body, job, limits),
-            (Provider::IbmRuntime, "session_create") => ibm_session(body, job, limits),
+            (Provider::IbmRuntime | Provider::Ionq, "session_create") => session(body, job, limits),
             (Provider::IbmIam, _) => Ok(()),
             _ => self.parse_submit_with(body, job, limits),
         }
@@ -215,10 +215,10 @@ impl Provider {
     }
 }
 
-/// An IBM session reserves a backend (`{"backend": ..., "mode": ...}`):
-/// its backend is what the policy checks.
-fn ibm_session(body: &[u8], job: &mut QuantumJob, limits: &ParseLimits) -> Result<(), ParseError> {
-    const PART: &str = "ibm_session";
+/// A session (IBM, IonQ) reserves a backend (`{"backend": ...}`): its
+/// backend is what the policy checks.
+fn session(body: &[u8], job: &mut QuantumJob, limits: &ParseLimits) -> Result<(), ParseError> {
+    const PART: &str = "session";
     Budget::new(limits)
         .prescan_json(body)
         .map_err(|hit| hit.error(PART, ""))?;
