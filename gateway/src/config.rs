@@ -241,6 +241,10 @@ pub struct Limits {
     /// Whether QPU (non-simulator) backends are allowed; a backend of
     /// unknown type counts as a QPU.
     pub allow_qpu: Option<bool>,
+    /// Braket hybrid jobs submit their tasks from their own container,
+    /// past the gateway: where `backends` or `allow_qpu = false` limit an
+    /// agent they are refused unless this is `true`.
+    pub allow_hybrid_jobs: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

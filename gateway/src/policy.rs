@@ -156,7 +156,8 @@ impl Policy {
                 executions_per_hour,
                 max_qubits,
                 backends,
-                allow_qpu
+                allow_qpu,
+                allow_hybrid_jobs
             );
             mode = o.mode.unwrap_or(mode);
         }
@@ -295,19 +296,6 @@ fn check(
     if let Some(missing) = unread_input(limits, job) {
         return Some(missing);
     }
-    if job.program.as_deref() == Some("hybrid_job")
-        && (limits.backends.is_some() || limits.allow_qpu == Some(false))
-    {
-        return Some(deny(
-            "hybrid_jobs",
-            json!(false),
-            json!(job.backend),
-            format!(
-                "a hybrid job submits its tasks from its own container, past the gateway: \
-                 not allowed for {who}, whose backends are limited"
-            ),
-        ));
-    }
     let backend = job.backend.as_deref();
     if let (Some(allowed), Some(b)) = (&limits.backends, backend) {
         if !allowed.iter().any(|a| a == b) {
@@ -326,6 +314,20 @@ fn check(
             json!(false),
             json!(b),
             format!("QPU backends are not allowed for {who} ({b} is not a known simulator)"),
+        ));
+    }
+    if job.program.as_deref() == Some("hybrid_job")
+        && limits.allow_hybrid_jobs != Some(true)
+        && (limits.backends.is_some() || limits.allow_qpu == Some(false))
+    {
+        return Some(deny(
+            "hybrid_jobs",
+            json!(false),
+            json!(job.backend),
+            format!(
+                "a hybrid job submits its tasks from its own container, past the gateway: \
+                 not allowed for {who}, whose backends are limited (allow_hybrid_jobs)"
+            ),
         ));
     }
     if let (Some(max), Some(q)) = (limits.max_qubits, job.qubits) {

@@ -740,10 +740,11 @@ beta = "{beta}"
 #[test]
 fn hybrid_jobs_sessions_and_cancels_are_policed_and_recorded() {
     let upstream = Upstream::start(false);
+    // hybrid jobs allowed explicitly: with backends limited they are refused by default
     let pair = policy_pair(
         &upstream,
         "",
-        &format!("backends = [\"{SV1}\", \"ibm_fez\"]"),
+        &format!("backends = [\"{SV1}\", \"ibm_fez\"]\nallow_hybrid_jobs = true"),
     );
     let c = &pair.collector;
     let gw = pair.addr();
