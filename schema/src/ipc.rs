@@ -183,6 +183,9 @@ fn walk(
                     .ok_or_else(|| ipc("unreadable dictionary message".into()))?;
                 // the dictionaries of columns not read are skipped unread
                 if wanted.contains(&dict.id()) {
+                    if let Some(data) = dict.data() {
+                        check_compressed(data, &bytes[from..to], from)?;
+                    }
                     arrow_ipc::reader::read_dictionary(
                         &body(),
                         dict,
@@ -201,6 +204,7 @@ fn walk(
                 let batch = message
                     .header_as_record_batch()
                     .ok_or_else(|| ipc("unreadable record batch message".into()))?;
+                check_compressed(batch, &bytes[from..to], from)?;
                 batches.push(arrow_ipc::reader::read_record_batch(
                     &body(),
                     batch,
@@ -238,6 +242,53 @@ struct Header {
 }
 
 const CONTINUATION: u32 = 0xFFFF_FFFF;
+
+/// Bytes the compressed buffers of one message may claim, together, to
+/// decompress to. Arrow allocates what a buffer's length prefix claims
+/// before decompressing it, and an allocation it cannot get aborts the
+/// process: a damaged message (found by fuzzing) asked for 2^57 bytes.
+/// Batches are about 4 MiB before compression (`batch.max_bytes`): this
+/// is 64 times that.
+pub const MAX_DECOMPRESSED: u64 = 256 << 20;
+
+/// Refuse a message whose compressed buffers claim more than
+/// [`MAX_DECOMPRESSED`] bytes. Each compressed buffer starts with its
+/// uncompressed length (i64, little-endian; -1: stored uncompressed);
+/// buffers outside the body are left for arrow to report.
+fn check_compressed(
+    batch: arrow_ipc::RecordBatch<'_>,
+    body: &[u8],
+    at: usize,
+) -> Result<(), DecodeError> {
+    if batch.compression().is_none() {
+        return Ok(());
+    }
+    let mut claimed = 0u64;
+    for buffer in batch.buffers().into_iter().flatten() {
+        let (Ok(offset), Ok(length)) = (
+            usize::try_from(buffer.offset()),
+            usize::try_from(buffer.length()),
+        ) else {
+            continue;
+        };
+        let Some(prefix) = offset
+            .checked_add(8)
+            .filter(|_| length >= 8)
+            .and_then(|end| body.get(offset..end))
+        else {
+            continue;
+        };
+        let n = i64::from_le_bytes(prefix.try_into().expect("8 bytes"));
+        claimed = claimed.saturating_add(u64::try_from(n).unwrap_or(0));
+        if claimed > MAX_DECOMPRESSED {
+            return Err(DecodeError::Arrow(ArrowError::IpcError(format!(
+                "message body at byte {at}: compressed buffers claim more than \
+                 {MAX_DECOMPRESSED} bytes uncompressed"
+            ))));
+        }
+    }
+    Ok(())
+}
 
 fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
     let word = bytes.get(at..at.checked_add(4)?)?;
@@ -290,6 +341,49 @@ mod tests {
     use super::*;
     use crate::arrow::{decode_batch, EventBatchBuilder};
     use crate::Event;
+
+    /// Where the body of the first record batch message starts, and its
+    /// buffers (offset, length) in it.
+    fn first_batch_buffers(bytes: &[u8]) -> (usize, Vec<(usize, usize)>) {
+        let mut at = 0;
+        loop {
+            let mut word = read_u32(bytes, at).unwrap();
+            at += 4;
+            if word == CONTINUATION {
+                word = read_u32(bytes, at).unwrap();
+                at += 4;
+            }
+            let meta = &bytes[at..at + word as usize];
+            let message = arrow_ipc::root_as_message(meta).unwrap();
+            at += word as usize;
+            if let Some(batch) = message.header_as_record_batch() {
+                let buffers = batch.buffers().unwrap().iter();
+                let buffers = buffers.map(|b| (b.offset() as usize, b.length() as usize));
+                return (at, buffers.collect());
+            }
+            at += message.bodyLength() as usize;
+        }
+    }
+
+    #[test]
+    fn compressed_buffers_claiming_huge_sizes_are_refused_not_allocated() {
+        // fuzz finding (ipc_decode): a zstd buffer whose length prefix
+        // claimed 2^57 bytes made arrow allocate that, aborting the process
+        let mut b = EventBatchBuilder::new(EventKind::Network);
+        b.append(
+            &Event::new(EventKind::Network, 4001, 1, "connect", 1, 2, "h", "n"),
+            None,
+        );
+        let batch = b.finish();
+        for c in [Compression::Zstd, Compression::Lz4] {
+            let mut bytes = encode(&batch, "h", 1, c).unwrap();
+            let (body, buffers) = first_batch_buffers(&bytes);
+            let (offset, _) = *buffers.iter().find(|(_, len)| *len >= 8).unwrap();
+            bytes[body + offset..body + offset + 8].copy_from_slice(&(1i64 << 57).to_le_bytes());
+            let e = decode(&bytes).unwrap_err().to_string();
+            assert!(e.contains("claim more than 268435456 bytes"), "{e}");
+        }
+    }
 
     #[test]
     fn identity_and_events_survive_every_compression() {
