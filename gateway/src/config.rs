@@ -83,7 +83,7 @@ pub struct WorkLimits {
 impl Default for WorkLimits {
     fn default() -> Self {
         Self {
-            max_connections: 4096,
+            max_connections: 2048,
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
             body_budget_bytes: 32 << 20,

@@ -12,6 +12,8 @@ const REMEMBERED: usize = 100_000;
 
 #[derive(Clone, Default)]
 struct Memo {
+    /// The agent that submitted it (None: a caller outside every agent).
+    agent: Option<String>,
     backend: Option<String>,
     device_type: Option<String>,
     program: Option<String>,
@@ -34,12 +36,24 @@ impl Jobs {
         }
     }
 
-    /// A submission's response named its job id: remember the job.
-    pub fn submitted(&mut self, job: &QuantumJob) {
+    /// Whether a call by `agent` on job `id` may go through: a job this
+    /// gateway saw submitted belongs to its submitter's agent, and another
+    /// agent may not cancel, read or poll it. `Err(owner)` otherwise.
+    pub fn may_touch(&self, id: &str, agent: Option<&str>) -> Result<(), Option<String>> {
+        match self.memos.get(id) {
+            Some(m) if m.agent.as_deref() != agent => Err(m.agent.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    /// A submission's response named its job id: remember the job and who
+    /// submitted it.
+    pub fn submitted(&mut self, job: &QuantumJob, agent: Option<&str>) {
         let Some(id) = job.job_id.as_ref().filter(|i| i.len() <= self.max_id_bytes) else {
             return;
         };
         let memo = Memo {
+            agent: agent.map(str::to_string),
             backend: job.backend.clone(),
             device_type: job.device_type.clone(),
             program: job.program.clone(),
@@ -105,7 +119,12 @@ mod tests {
     #[test]
     fn polls_report_changes_of_submitted_jobs_only() {
         let mut jobs = Jobs::new(16);
-        jobs.submitted(&job("a"));
+        jobs.submitted(&job("a"), Some("alpha"));
+        assert!(jobs.may_touch("a", Some("alpha")).is_ok());
+        assert_eq!(jobs.may_touch("a", Some("beta")), Err(Some("alpha".into())));
+        assert!(jobs.may_touch("a", None).is_err());
+        // a job not seen submitted here is not ours to guard
+        assert!(jobs.may_touch("other", Some("beta")).is_ok());
         let mut poll = |status: &str| {
             let mut p = QuantumJob {
                 job_id: Some("a".into()),
@@ -124,7 +143,7 @@ mod tests {
         // an id never submitted here, or one too long, grows nothing
         let mut other = job("zzz");
         assert!(jobs.polled(&mut other, true, |_| "qpu"));
-        jobs.submitted(&job(&"x".repeat(17)));
+        jobs.submitted(&job(&"x".repeat(17)), None);
         assert_eq!(jobs.memos.len(), 1);
     }
 }

@@ -203,7 +203,8 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
     let served = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .max_buf_size(256 << 10)
+        // request heads: hyper answers 431/414 past this (and records are made)
+        .max_buf_size(64 << 10)
         .serve_connection(TokioIo::new(stream), service)
         .await;
     if let Err(e) = served {
@@ -577,6 +578,16 @@ async fn handle(
     };
     // the body is in hand: the upstream gets it at once, nothing to wait for
     parts.headers.remove(header::EXPECT);
+    if (submit || session) && encoded(&parts.headers) {
+        metrics::add(&shared.metrics.limit_hits, 1);
+        let message = "a compressed or encoded job body cannot be read: send it with Content-Encoding identity".to_string();
+        record.job.parse_error = Some(message.clone());
+        return record.deny(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content_encoding",
+            message,
+        ));
+    }
     if submit || session {
         if submit {
             metrics::add(&shared.metrics.jobs, 1);
@@ -592,6 +603,15 @@ async fn handle(
     }
     route.authorize(&mut parts, &bytes);
     relay(Request::from_parts(parts, full(bytes)), record).await
+}
+
+/// Whether a body comes with a content coding the parsers would not undo
+/// (the provider would, and run what the policy never read).
+fn encoded(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
 }
 
 /// Who is on the other end of `(peer, local)`, from the collector: asked
@@ -653,14 +673,14 @@ fn admit(
         .tokens
         .identify(presented.as_deref(), record.caller.agent())
     {
-        Identity::Agent => Ok(record),
+        Identity::Agent => owned(record),
         Identity::Mismatch(message) => {
             metrics::add(&shared.metrics.token_mismatches, 1);
             Err(record.deny(Refusal::new(StatusCode::FORBIDDEN, "token", message)))
         }
         Identity::Untokened(why) => {
             if route.credential.is_none() || shared.config.policy.unattributed.broker_credentials {
-                return Ok(record);
+                return owned(record);
             }
             let message = format!(
                 "{why}: callers without their agent's gateway token get no brokered credential \
@@ -675,6 +695,46 @@ fn admit(
                     Ok(record)
                 }
             }
+        }
+    }
+}
+
+/// A call on a job this gateway saw another agent submit (cancel, results,
+/// status) is refused: agents do not touch each other's jobs.
+#[expect(
+    clippy::result_large_err,
+    reason = "a refusal is the response itself, built once per request"
+)]
+fn owned(record: Record) -> Result<Record, Response<Body>> {
+    let Some(id) = record.job.job_id.as_deref() else {
+        return Ok(record);
+    };
+    let owner = lock(&record.shared.jobs).may_touch(id, record.caller.agent());
+    match owner {
+        Ok(()) => Ok(record),
+        Err(owner) => {
+            let monitor =
+                lock(&record.shared.policy).mode_for(record.caller.agent()) == PolicyMode::Monitor;
+            let whose = owner.map_or("a caller outside every agent".into(), |a| {
+                format!("agent {a}")
+            });
+            let message = format!(
+                "job {} was submitted by {whose}; {} may not {} it",
+                id.chars().take(128).collect::<String>(),
+                record
+                    .caller
+                    .agent()
+                    .map_or("a caller outside every agent".into(), |a| format!(
+                        "agent {a}"
+                    )),
+                record.job.operation
+            );
+            if monitor {
+                let mut record = record;
+                record.monitored("job_owner", message);
+                return Ok(record);
+            }
+            Err(record.deny(Refusal::new(StatusCode::FORBIDDEN, "job_owner", message)))
         }
     }
 }
@@ -703,7 +763,14 @@ async fn parse(shared: &Shared, route: &Route, op: &Operation, body: Bytes, job:
         (&shared.parses, l.parse_timeout_ms)
     };
     let timeout = Duration::from_millis(ms);
-    let Ok(slot) = lane.clone().acquire_owned().await else {
+    // a lane kept busy (by one caller's flood) makes a submission wait at
+    // most its parse deadline again, then it is recorded as unread
+    let wait = tokio::time::timeout(timeout, lane.clone().acquire_owned()).await;
+    let Ok(Ok(slot)) = wait else {
+        job.parse_error = Some(format!(
+            "{}: no parse slot free within {ms} ms (gateway busy)",
+            route.provider.name()
+        ));
         return;
     };
     let limits = ParseLimits {
@@ -859,7 +926,7 @@ fn finish(mut r: Record, status_ok: bool, copy: Option<&[u8]>) {
             if let (true, Some(body)) = (status_ok, copy) {
                 r.job.job_id = provider.submitted_job_id(body);
             }
-            lock(&shared.jobs).submitted(&r.job);
+            lock(&shared.jobs).submitted(&r.job, r.caller.agent());
         }
         Some(OpClass::Poll) => {
             metrics::add(&shared.metrics.polls, 1);

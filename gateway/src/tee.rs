@@ -18,6 +18,9 @@ use crate::server::BoxError;
 
 /// How long the rest of a response is read after the client left.
 const ORPHAN_READ: Duration = Duration::from_secs(30);
+/// Abandoned responses read at once (each holds up to its copy limit);
+/// past it the record is made without the response.
+static ORPHANS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(32);
 
 /// Called once: with the body (when it ended within the limit) or `None`
 /// (longer than the limit, failed, or not wanted).
@@ -118,7 +121,7 @@ impl Drop for TeeBody {
             self.inner.take(),
             tokio::runtime::Handle::try_current(),
         ) {
-            (true, Some(inner), Ok(runtime)) => {
+            (true, Some(inner), Ok(runtime)) if ORPHANS.available_permits() > 0 => {
                 let (copy, limit, on_end) = (
                     std::mem::take(&mut self.copy),
                     self.limit,
@@ -134,6 +137,10 @@ impl Drop for TeeBody {
 /// What an abandoned response still holds, read for the record.
 async fn read_rest(inner: Incoming, mut copy: Vec<u8>, limit: usize, on_end: Option<OnEnd>) {
     let Some(on_end) = on_end else { return };
+    let Ok(_slot) = ORPHANS.try_acquire() else {
+        on_end(None);
+        return;
+    };
     let rest = tokio::time::timeout(ORPHAN_READ, async {
         let mut inner = inner;
         while let Some(frame) = inner.frame().await {

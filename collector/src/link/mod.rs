@@ -137,7 +137,11 @@ impl LinkServer {
                     let uid = stream.peer_cred().map(|c| c.uid()).ok();
                     if !uid.is_some_and(|u| allowed.contains(&u)) {
                         metrics::add(&self.metrics.link_refused, 1);
-                        warn!(?uid, "link: connection from a user not in link.allowed_users refused");
+                        // any user can connect: the log says it at 1, 2, 4, 8... refusals
+                        let n = metrics::get(&self.metrics.link_refused);
+                        if n.is_power_of_two() {
+                            warn!(?uid, refused = n, "link: connection from a user not in link.allowed_users refused");
+                        }
                         continue;
                     }
                     let (to_pipeline, metrics) = (to_pipeline.clone(), self.metrics.clone());
