@@ -62,7 +62,8 @@ pub struct WorkLimits {
     /// recorded with `parse_error`).
     pub parse_timeout_ms: u64,
     /// Large bodies parsed at once (each on a blocking thread, off the
-    /// workers); small ones have as many slots again of their own.
+    /// workers; a maximum-size hostile body takes about 40 MiB while it is
+    /// read); small ones have `server::SMALL_PARSES` slots of their own.
     pub max_parallel_parses: usize,
     /// A body up to this size is small: it takes nothing from the shared
     /// body budget and is parsed in the small lane, with a deadline of
@@ -88,7 +89,7 @@ impl Default for WorkLimits {
             body_timeout_ms: 30_000,
             body_budget_bytes: 32 << 20,
             parse_timeout_ms: 2_000,
-            max_parallel_parses: 2,
+            max_parallel_parses: 1,
             small_body_bytes: 64 << 10,
             small_parse_timeout_ms: 250,
             max_tokens: 2_000_000,

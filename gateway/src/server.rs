@@ -47,6 +47,9 @@ pub type Body = BoxBody<Bytes, BoxError>;
 /// OCSF API Activity and its activities.
 const CLASS_API_ACTIVITY: u32 = 6003;
 
+/// Small bodies parsed at once: SDK-sized jobs never wait for large ones.
+pub const SMALL_PARSES: usize = 2;
+
 /// Responses to submissions and polls are small JSON; beyond this the copy
 /// kept for the record stops (the relay does not).
 const RESPONSE_COPY_BYTES: usize = 1 << 20;
@@ -123,7 +126,7 @@ impl Gateway {
                 tokens,
                 body_budget: Arc::new(Semaphore::new(budget_kib)),
                 parses: Arc::new(Semaphore::new(l.max_parallel_parses)),
-                small_parses: Arc::new(Semaphore::new(l.max_parallel_parses)),
+                small_parses: Arc::new(Semaphore::new(SMALL_PARSES)),
                 connections: Arc::new(Semaphore::new(l.max_connections)),
                 local,
                 link,
