@@ -4,7 +4,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::response::IntoResponse;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -82,37 +81,99 @@ impl Collector for Scrape {
     }
 }
 
+/// Scrapers served at once; more connections are closed at accept (any
+/// local user can connect: they must not take the gateway's descriptors).
+const SCRAPERS: usize = 8;
+/// A scraper's request must arrive within this long.
+const SCRAPE_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serve `/metrics` on `listener` until the runtime stops.
 pub async fn serve(listener: std::net::TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Scrape(metrics)));
     let registry = Arc::new(registry);
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let registry = registry.clone();
-            async move {
-                let mut body = String::new();
-                match prometheus_client::encoding::text::encode(&mut body, &registry) {
-                    Ok(()) => (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        body,
-                    )
-                        .into_response(),
-                    Err(e) => {
-                        error!(error = %e, "cannot encode metrics");
-                        axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
-                    }
-                }
-            }
-        }),
-    );
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(SCRAPERS));
     info!(%addr, "metrics at http://{addr}/metrics");
-    axum::serve(listener, app).await
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let response = scrape(&registry, req.uri().path());
+                    async move { Ok::<_, std::convert::Infallible>(response) }
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(SCRAPE_HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            drop(slot);
+        });
+    }
+}
+
+fn scrape(registry: &Registry, path: &str) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+    let (status, content_type, body) = if path != "/metrics" {
+        (
+            http::StatusCode::NOT_FOUND,
+            "text/plain",
+            String::from("not found\n"),
+        )
+    } else {
+        let mut body = String::new();
+        match prometheus_client::encoding::text::encode(&mut body, registry) {
+            Ok(()) => (
+                http::StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                body,
+            ),
+            Err(e) => {
+                error!(error = %e, "cannot encode metrics");
+                (
+                    http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    String::new(),
+                )
+            }
+        }
+    };
+    let mut resp = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn every_counter_is_scraped_under_its_declared_name() {
+        let metrics = Arc::new(Metrics::default());
+        add(&metrics.denied, 3);
+        set(&metrics.records_buffered, 7);
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Scrape(metrics)));
+        let resp = scrape(&registry, "/metrics");
+        assert_eq!(resp.status(), http::StatusCode::OK);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(text.contains("vigil_gateway_denied_total 3"), "{text}");
+        assert!(text.contains("vigil_gateway_records_buffered 7"), "{text}");
+        assert_eq!(
+            scrape(&registry, "/other").status(),
+            http::StatusCode::NOT_FOUND
+        );
+    }
 }
