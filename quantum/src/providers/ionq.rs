@@ -19,7 +19,17 @@ pub fn parse_submit(
     budget: &mut Budget<'_>,
 ) -> Result<(), ParseError> {
     let err = |m: String| ParseError::new("ionq", m);
-    job.backend = str_at(v, "/target").or_else(|| str_at(v, "/backend"));
+    // v0.3 names the backend `target`, v0.4 `backend`: a body naming two
+    // different ones could show the policy one and run on the other
+    let (target, backend) = (str_at(v, "/target"), str_at(v, "/backend"));
+    if let (Some(t), Some(b)) = (&target, &backend) {
+        if t != b {
+            return Err(err(format!(
+                "target {t:?} and backend {b:?} disagree: which one runs is the provider's choice"
+            )));
+        }
+    }
+    job.backend = target.or(backend);
     job.shots = v.get("shots").and_then(u64_of);
     job.metadata_bytes = Some(
         ["name", "metadata"]
@@ -107,4 +117,25 @@ fn gate_list(gates: &[Value]) -> (u32, u64, u64) {
         depth = depth.max(l);
     }
     (width, depth, two)
+}
+
+#[cfg(test)]
+mod backend_tests {
+    use crate::Provider;
+    use vigil_schema::QuantumJob;
+
+    #[test]
+    fn a_body_naming_two_backends_has_none() {
+        let mut job = QuantumJob::default();
+        let e = Provider::Ionq
+            .parse_submit(
+                br#"{"target": "simulator", "backend": "qpu.forte-1", "shots": 10,
+                     "input": {"qubits": 1, "circuit": [{"gate": "h", "target": 0}]}}"#,
+                &mut job,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("disagree"), "{e}");
+        // unknown backend: a backend limit then fails closed
+        assert_eq!(job.backend, None);
+    }
 }
