@@ -93,7 +93,7 @@ impl Default for WorkLimits {
             small_body_bytes: 64 << 10,
             small_parse_timeout_ms: 250,
             max_tokens: 2_000_000,
-            max_json_elements: 1_000_000,
+            max_json_elements: 500_000,
             max_depth: 64,
             max_job_id_bytes: 1024,
         }
