@@ -173,38 +173,27 @@ impl Policy {
     /// nothing is counted.
     pub fn decide_session(&mut self, agent: Option<&str>, job: &QuantumJob) -> Decision {
         let (limits, mode) = self.limits_for(agent);
-        let who = agent.map_or_else(
-            || "callers outside any agent".to_string(),
-            |a| format!("agent {a}"),
+        let breach = check(
+            &backend_limits(&limits),
+            job,
+            &Window::default(),
+            0,
+            &who(agent),
         );
-        let breach = check(&backend_limits(&limits), job, &Window::default(), 0, &who);
-        match (breach, mode) {
-            (None, _) => Decision::Allowed,
-            (Some(b), PolicyMode::Enforce) => Decision::Denied(b),
-            (Some(b), PolicyMode::Monitor) => Decision::Monitored(b),
-        }
+        verdict(breach, mode)
     }
 
     /// Decide on a submission by `agent` (None: not in an agent's tree) and
     /// count it when it goes through.
     pub fn decide(&mut self, agent: Option<&str>, job: &QuantumJob, now: Instant) -> Decision {
         let (limits, mode) = self.limits_for(agent);
-        let who = agent.map_or_else(
-            || "callers outside any agent".to_string(),
-            |a| format!("agent {a}"),
-        );
         let now_s = now.saturating_duration_since(self.origin).as_secs();
         let window = self
             .windows
             .entry(agent.unwrap_or(NO_AGENT).to_string())
             .or_default();
         window.prune(now_s);
-        let breach = check(&limits, job, window, now_s, &who);
-        let decision = match (breach, mode) {
-            (None, _) => Decision::Allowed,
-            (Some(b), PolicyMode::Enforce) => Decision::Denied(b),
-            (Some(b), PolicyMode::Monitor) => Decision::Monitored(b),
-        };
+        let decision = verdict(check(&limits, job, window, now_s, &who(agent)), mode);
         if !matches!(decision, Decision::Denied(_)) {
             window.add(now_s, job.shots.unwrap_or(0), job.executions.unwrap_or(0));
         }
@@ -262,6 +251,23 @@ fn unread_input(limits: &Limits, job: &QuantumJob) -> Option<Breach> {
             "the job's {input} could not be read from the request, so the {limit} limit cannot be checked (fail closed)"
         ),
     })
+}
+
+/// How a caller is named in messages.
+fn who(agent: Option<&str>) -> String {
+    agent.map_or_else(
+        || "callers outside any agent".to_string(),
+        |a| format!("agent {a}"),
+    )
+}
+
+/// A breach denies in enforce mode and is only recorded in monitor mode.
+fn verdict(breach: Option<Breach>, mode: PolicyMode) -> Decision {
+    match (breach, mode) {
+        (None, _) => Decision::Allowed,
+        (Some(b), PolicyMode::Enforce) => Decision::Denied(b),
+        (Some(b), PolicyMode::Monitor) => Decision::Monitored(b),
+    }
 }
 
 /// What applies to a session, which reserves a backend but runs nothing
