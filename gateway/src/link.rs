@@ -25,8 +25,10 @@ use vigil_schema::ProcessContext;
 
 use crate::metrics::{self, Metrics};
 
-/// How long a caller's lookup may take before the caller is unattributed.
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a caller's lookup may take before the caller is unattributed
+/// (a loaded collector drains its ring buffer first: 2 s was seen to be
+/// too short on a saturated 2-core machine).
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lookups waiting for the writer.
 const LOOKUP_QUEUE: usize = 1024;
 /// Reconnection backoff bounds.
