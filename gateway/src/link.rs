@@ -111,10 +111,6 @@ impl Link {
         link
     }
 
-    pub fn instance(&self) -> &str {
-        &self.0.instance
-    }
-
     /// Wait until the link is up (tests, start-up), at most `timeout`.
     pub async fn wait_connected(&self, timeout: Duration) -> bool {
         let mut rx = self.0.connected.subscribe();

@@ -165,8 +165,12 @@ impl Policy {
     }
 
     /// The mode (enforce, monitor) for `agent`'s calls.
+    /// Called on every request: reads the mode without copying the limits.
     pub fn mode_for(&self, agent: Option<&str>) -> PolicyMode {
-        self.limits_for(agent).1
+        agent
+            .and_then(|a| self.config.agents.get(a))
+            .and_then(|o| o.mode)
+            .unwrap_or(self.config.mode)
     }
 
     /// Decide on a session `agent` opens: only the backend limits apply, and
@@ -582,6 +586,11 @@ mod tests {
     fn monitor_mode_records_and_counts() {
         let mut p = policy();
         p.config.mode = PolicyMode::Monitor;
+        assert_eq!(p.mode_for(Some("cowork")), PolicyMode::Monitor);
+        p.config.agents.get_mut("cowork").unwrap().mode = Some(PolicyMode::Enforce);
+        assert_eq!(p.mode_for(Some("cowork")), PolicyMode::Enforce);
+        assert_eq!(p.mode_for(None), PolicyMode::Monitor);
+        p.config.agents.get_mut("cowork").unwrap().mode = None;
         let t = Instant::now();
         let sim = job(1, 1, "s", "simulator");
         assert_eq!(p.decide(Some("cowork"), &sim, t), Decision::Allowed);

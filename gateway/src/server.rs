@@ -137,10 +137,6 @@ impl Gateway {
         })
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.shared.local
-    }
-
     /// How many records are being made: requests in flight, responses still
     /// relayed. Shutdown waits for it to reach 0.
     pub fn pending(&self) -> Arc<std::sync::atomic::AtomicUsize> {

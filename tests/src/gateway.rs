@@ -463,7 +463,7 @@ fn parse_response(raw: &[u8]) -> Outcome {
         .iter()
         .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
     let body = if chunked {
-        dechunk(body)
+        crate::quantum::dechunk(body)
     } else {
         body.to_string()
     };
@@ -472,19 +472,6 @@ fn parse_response(raw: &[u8]) -> Outcome {
         headers,
         body,
     }
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// Raise this process's open-file limit (children inherit it): tests that

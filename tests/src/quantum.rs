@@ -214,7 +214,8 @@ pub fn http(
     }
 }
 
-fn dechunk(mut s: &str) -> String {
+/// The body of a chunked HTTP/1.1 response, as far as it is well formed.
+pub fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = s.split_once("\r\n") {
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
