@@ -7,6 +7,10 @@
 //! past it the oldest records are dropped and counted. Lookups need the
 //! collector: while it is away they fail at once, and the caller is
 //! unattributed (the policy decides what that allows).
+//!
+//! A record is framed once, when it is made; frames go out in batches (one
+//! write for up to `BATCH` of them, after at most `LINGER`), so a busy
+//! gateway wakes the collector once per batch rather than once per job.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -36,6 +40,10 @@ const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 /// A link that ends sooner than this was refused, not lost.
 const SHORT_LINK: Duration = Duration::from_secs(1);
+/// Records written at once, and how long a record may wait for others to
+/// share its write (each write wakes the collector's link and pipeline).
+const BATCH: usize = 64;
+const LINGER: Duration = Duration::from_millis(5);
 
 /// The process on the other end of a connection, as the collector knows it.
 #[derive(Debug, Clone, Default)]
@@ -50,10 +58,18 @@ impl Caller {
     }
 }
 
-/// Records not yet acknowledged, oldest first.
+/// A record as it goes on the link: numbered and framed.
+struct Framed {
+    seq: u64,
+    frame: Vec<u8>,
+}
+
+/// Records not yet acknowledged, oldest first (by sequence number: they
+/// are numbered under the buffer's lock).
 #[derive(Default)]
 struct Buffer {
-    records: VecDeque<Arc<JobRecord>>,
+    records: VecDeque<Framed>,
+    next_seq: u64,
     /// Highest sequence number written on the current connection.
     sent: u64,
 }
@@ -62,7 +78,6 @@ struct Inner {
     path: PathBuf,
     instance: String,
     capacity: usize,
-    next_seq: AtomicU64,
     next_id: AtomicU64,
     buffer: Mutex<Buffer>,
     new_record: Notify,
@@ -98,7 +113,6 @@ impl Link {
             path,
             instance,
             capacity,
-            next_seq: AtomicU64::new(1),
             next_id: AtomicU64::new(1),
             buffer: Mutex::new(Buffer::default()),
             new_record: Notify::new(),
@@ -147,11 +161,16 @@ impl Link {
 
     /// Number a record and queue it for the collector (never blocks).
     pub fn record(&self, mut record: JobRecord) {
-        record.seq = self.0.next_seq.fetch_add(1, Ordering::Relaxed);
         record.instance = self.0.instance.clone();
-        fit(&mut record);
         let mut buffer = lock(&self.0.buffer);
-        buffer.records.push_back(Arc::new(record));
+        buffer.next_seq += 1;
+        record.seq = buffer.next_seq;
+        let Some(frame) = frame(record) else {
+            metrics::add(&self.0.metrics.records_dropped, 1);
+            return;
+        };
+        let seq = buffer.next_seq;
+        buffer.records.push_back(Framed { seq, frame });
         while buffer.records.len() > self.0.capacity {
             buffer.records.pop_front();
             metrics::add(&self.0.metrics.records_dropped, 1);
@@ -228,8 +247,12 @@ impl Link {
         stop: &mut watch::Receiver<bool>,
     ) {
         let (read, mut write) = stream.into_split();
-        let reader = self.read_answers(read);
-        tokio::pin!(reader);
+        // answers are read on their own task, never held up by a write: the
+        // collector stops reading when its acks cannot be written, and a
+        // writer that is not reading them then waits on it for ever
+        let mut reader = AbortOnDrop(tokio::spawn(self.clone().read_answers(read)));
+        // while Some: records are waiting for others to share their write
+        let mut linger: Option<tokio::time::Instant> = None;
         loop {
             // lookups first (a caller waits on each), then records by batches
             while let Ok(lookup) = lookups.try_recv() {
@@ -237,67 +260,68 @@ impl Link {
                     return;
                 }
             }
-            match self.send_records(&mut write).await {
-                Err(_) => return,
-                Ok(true) => continue,
-                Ok(false) => {}
+            if linger.is_none() || self.unsent() >= BATCH {
+                linger = None;
+                match self.send_records(&mut write).await {
+                    Err(_) => return,
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                }
             }
             tokio::select! {
                 biased;
-                _ = &mut reader => return,
+                _ = &mut reader.0 => return,
                 Some(lookup) = lookups.recv() => {
                     if write_frame(&mut write, &lookup).await.is_err() {
                         return;
                     }
                 }
-                _ = self.0.new_record.notified() => {}
-                // on stop, what is buffered was sent above; acks may follow
+                _ = tokio::time::sleep_until(linger.unwrap_or_else(tokio::time::Instant::now)),
+                    if linger.is_some() => linger = None,
+                _ = self.0.new_record.notified() => {
+                    linger.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
+                }
+                // on stop, what is buffered goes out at once; acks may follow
                 _ = stopped(stop) => {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), &mut reader).await;
+                    while let Ok(true) = self.send_records(&mut write).await {}
+                    let _ = tokio::time::timeout(Duration::from_secs(1), &mut reader.0).await;
                     return;
                 }
             }
         }
     }
 
+    /// Records buffered and not yet written on this connection.
+    fn unsent(&self) -> usize {
+        let b = lock(&self.0.buffer);
+        b.records.len() - b.records.partition_point(|r| r.seq <= b.sent)
+    }
+
     /// Send the next batch of buffered records the collector has not been
-    /// sent on this connection; `true` when more are waiting.
+    /// sent on this connection, in one write; `true` when more are waiting.
     async fn send_records(&self, write: &mut OwnedWriteHalf) -> std::io::Result<bool> {
-        const BATCH: usize = 64;
-        let next: Vec<Arc<JobRecord>> = {
+        let (batch, last, more) = {
             let buffer = lock(&self.0.buffer);
-            buffer
-                .records
-                .iter()
-                .filter(|r| r.seq > buffer.sent)
-                .take(BATCH + 1)
-                .cloned()
-                .collect()
+            let first = buffer.records.partition_point(|r| r.seq <= buffer.sent);
+            let next = buffer.records.range(first..).take(BATCH);
+            let mut batch = Vec::new();
+            let mut last = None;
+            for r in next {
+                batch.extend_from_slice(&r.frame);
+                last = Some(r.seq);
+            }
+            (batch, last, buffer.records.len() - first > BATCH)
         };
-        let more = next.len() > BATCH;
-        let Some(last) = next
-            .get(next.len().min(BATCH).wrapping_sub(1))
-            .map(|r| r.seq)
-        else {
+        let Some(last) = last else {
             return Ok(false);
         };
-        for r in next.into_iter().take(BATCH) {
-            let frame = link::encode(&ToCollector::Job(Box::new((*r).clone())));
-            match frame {
-                Ok(frame) => write.write_all(&frame).await?,
-                // fit() makes this unreachable; never let it wedge the link
-                Err(e) => {
-                    metrics::add(&self.0.metrics.records_dropped, 1);
-                    warn!(seq = r.seq, error = %e, "job record cannot be framed");
-                }
-            }
-        }
+        write.write_all(&batch).await?;
         let mut buffer = lock(&self.0.buffer);
         buffer.sent = buffer.sent.max(last);
         Ok(more)
     }
 
-    async fn read_answers(&self, mut read: OwnedReadHalf) {
+    async fn read_answers(self, mut read: OwnedReadHalf) {
         loop {
             let mut header = [0u8; 4];
             if read.read_exact(&mut header).await.is_err() {
@@ -342,16 +366,31 @@ impl Link {
     }
 }
 
-/// Keep a record under the link's frame limit: a job with tens of
-/// thousands of circuits loses its hash list (said in `parse_error`) rather
-/// than the record.
-fn fit(record: &mut JobRecord) {
+/// A record's frame, kept under `ROOM`: a job with tens of thousands of
+/// circuits loses its hash list (said in `parse_error`) rather than the
+/// record. `None` only if even the trimmed record cannot be framed.
+fn frame(record: JobRecord) -> Option<Vec<u8>> {
     const ROOM: usize = link::MAX_FRAME_BYTES / 4;
+    let message = ToCollector::Job(Box::new(record));
+    if let Ok(frame) = link::encode(&message) {
+        if frame.len() <= ROOM {
+            return Some(frame);
+        }
+    }
+    let ToCollector::Job(mut record) = message else {
+        unreachable!("built as a job above")
+    };
+    trim(&mut record, ROOM);
+    let frame = link::encode(&ToCollector::Job(record));
+    frame
+        .inspect_err(|e| warn!(error = %e, "job record cannot be framed"))
+        .ok()
+}
+
+/// Cut what can grow without bound in a record until it fits in `room`.
+fn trim(record: &mut JobRecord, room: usize) {
     const FIELD: usize = 1024;
     let size = |r: &JobRecord| serde_json::to_vec(r).map_or(usize::MAX, |v| v.len());
-    if size(record) <= ROOM {
-        return;
-    }
     let j = &mut record.job;
     let hashes = std::mem::take(&mut j.circuit_hashes).len();
     let clip = |s: &mut String| {
@@ -390,11 +429,20 @@ fn fit(record: &mut JobRecord) {
         Some(e) => format!("{note}; {e}"),
         None => note,
     });
-    if size(record) > ROOM {
+    if size(record) > room {
         // the process context itself is huge (arguments): keep the pid only
         if let Some(c) = record.context.take() {
             record.pid = record.pid.or(Some(c.process.pid));
         }
+    }
+}
+
+/// A task that ends with its handle (the connection it serves is gone).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -506,6 +554,32 @@ mod tests {
         assert_eq!(link.unacknowledged(), 0);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn records_made_on_many_threads_arrive_numbered_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let (_stop_tx, stop) = watch::channel(false);
+        let link = Link::start(path, 10_000, Arc::new(Metrics::default()), stop);
+        let (stream, _) = listener.accept().await.unwrap();
+        assert!(link.wait_connected(Duration::from_secs(5)).await);
+        let seen = tokio::spawn(collector(stream, true, 2000));
+        let makers: Vec<_> = (0..4)
+            .map(|_| {
+                let link = link.clone();
+                std::thread::spawn(move || (0..500).for_each(|_| link.record(record())))
+            })
+            .collect();
+        makers.into_iter().for_each(|t| t.join().unwrap());
+        // a gap or a reordering would let an ack cover a record never sent
+        let seen = tokio::time::timeout(Duration::from_secs(30), seen)
+            .await
+            .expect(
+            "all 2000 records within 30 s (a link that writes without reading its acks deadlocks)",
+        );
+        assert_eq!(seen.unwrap(), (1..=2000).collect::<Vec<u64>>());
+    }
+
     #[tokio::test]
     async fn a_full_buffer_drops_the_oldest_and_counts_them() {
         let (_stop_tx, stop) = watch::channel(false);
@@ -529,7 +603,11 @@ mod tests {
     fn an_oversized_record_is_trimmed_not_lost() {
         let mut r = record();
         r.job.circuit_hashes = vec!["0".repeat(64); 20_000];
-        fit(&mut r);
+        let framed = frame(r).expect("a frame");
+        assert!(framed.len() <= link::MAX_FRAME_BYTES / 4);
+        let Ok(ToCollector::Job(r)) = link::decode(&framed[4..]) else {
+            panic!("not a job record")
+        };
         assert!(r.job.circuit_hashes.is_empty());
         assert!(r
             .job

@@ -33,6 +33,10 @@ use crate::metrics::{self, Metrics};
 pub const PIPELINE_QUEUE: usize = 1024;
 /// Answers waiting to be written to one gateway connection.
 const REPLY_QUEUE: usize = 4096;
+/// Answers written at once, at most.
+const REPLIES_PER_WRITE: usize = 256;
+/// Read buffer per gateway connection.
+const READ_BUFFER: usize = 64 << 10;
 /// Lookups in flight per connection; past it, reading waits.
 const LOOKUPS_IN_FLIGHT: usize = 256;
 /// Job records written but not yet acknowledged per connection; past it,
@@ -166,7 +170,9 @@ async fn connection(
     to_pipeline: mpsc::Sender<ToPipeline>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
-    let (mut read, write) = stream.into_split();
+    let (read, write) = stream.into_split();
+    // the gateway writes records in batches: one read takes many frames
+    let mut read = tokio::io::BufReader::with_capacity(READ_BUFFER, read);
     let (replies, outbox) = mpsc::channel::<ToGateway>(REPLY_QUEUE);
     let writer = tokio::spawn(write_replies(write, outbox));
     let in_flight = Arc::new(tokio::sync::Semaphore::new(LOOKUPS_IN_FLIGHT));
@@ -234,12 +240,22 @@ async fn send_acks(
     }
 }
 
+/// Replies ready together go out in one write; of the acks among them only
+/// the last counts (an ack covers every record up to its number).
 async fn write_replies(mut write: OwnedWriteHalf, mut outbox: mpsc::Receiver<ToGateway>) {
-    while let Some(reply) = outbox.recv().await {
-        let Ok(frame) = link::encode(&reply) else {
-            continue;
-        };
-        if write.write_all(&frame).await.is_err() {
+    let mut ready = Vec::new();
+    while outbox.recv_many(&mut ready, REPLIES_PER_WRITE).await > 0 {
+        let last_ack = ready
+            .iter()
+            .rposition(|r| matches!(r, ToGateway::Ack { .. }));
+        let mut out = Vec::new();
+        for (i, reply) in ready.drain(..).enumerate() {
+            let superseded = matches!(reply, ToGateway::Ack { .. }) && Some(i) != last_ack;
+            if let (false, Ok(frame)) = (superseded, link::encode(&reply)) {
+                out.extend_from_slice(&frame);
+            }
+        }
+        if write.write_all(&out).await.is_err() {
             return;
         }
     }
