@@ -159,6 +159,11 @@ impl Link {
         answer
     }
 
+    /// Lookups sent and not yet answered.
+    pub fn lookups_waiting(&self) -> usize {
+        lock(&self.0.pending).len()
+    }
+
     /// Number a record and queue it for the collector (never blocks).
     pub fn record(&self, mut record: JobRecord) {
         record.instance = self.0.instance.clone();

@@ -47,6 +47,10 @@ pub type Body = BoxBody<Bytes, BoxError>;
 /// OCSF API Activity and its activities.
 const CLASS_API_ACTIVITY: u32 = 6003;
 
+/// Lookups waiting for the collector past which a new connection's caller
+/// is asked only when it sends a request.
+const EARLY_LOOKUPS: usize = 64;
+
 /// Small bodies parsed at once: SDK-sized jobs never wait for large ones.
 pub const SMALL_PARSES: usize = 2;
 
@@ -182,6 +186,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
     // the address this connection reached (a wildcard listener has many)
     let local = stream.local_addr().map_or(shared.local, canonical);
     let caller: CallerCell = Arc::default();
+    early_lookup(&shared, &caller, (peer, local));
     let header_timeout = Duration::from_millis(shared.config.limits.header_timeout_ms);
     let (for_service, for_record) = ((shared.clone(), caller.clone()), (shared, caller));
     let service = service_fn(move |req| {
@@ -611,6 +616,30 @@ fn encoded(headers: &HeaderMap) -> bool {
         .get_all(header::CONTENT_ENCODING)
         .iter()
         .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+}
+
+/// Ask who the caller is as soon as the connection is accepted, while its
+/// request is still arriving: the first request then waits for less of the
+/// round trip to the collector. The cell stays locked until the answer is
+/// in; a failed lookup leaves it empty for the request to ask again.
+/// Not while many lookups wait: a flood of idle connections must not
+/// crowd out the lookups of requests.
+fn early_lookup(shared: &Arc<Shared>, cell: &CallerCell, ends: (SocketAddr, SocketAddr)) {
+    if shared.link.lookups_waiting() >= EARLY_LOOKUPS {
+        return;
+    }
+    let Ok(mut guard) = cell.clone().try_lock_owned() else {
+        return;
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let (peer, local) = ends;
+        if let Some(c) = shared.link.lookup(peer, local).await {
+            if c.pid.is_some() {
+                *guard = Some(c);
+            }
+        }
+    });
 }
 
 /// Who is on the other end of `(peer, local)`, from the collector: asked

@@ -22,10 +22,22 @@ pub fn peer_pid(proc_root: &Path, peer: SocketAddr, local: SocketAddr) -> Option
 /// kernel's connect record said may be stale (the socket closed, its port
 /// reused by another process, the pid reused).
 pub fn holds(proc_root: &Path, pid: u32, peer: SocketAddr, local: SocketAddr) -> bool {
+    holds_within(proc_root, pid, peer, local, usize::MAX) == Some(true)
+}
+
+/// [`holds`], giving up (`None`) past `max_fds` open files of `pid`: for a
+/// thread that may do a short check itself but must not walk a huge table.
+pub fn holds_within(
+    proc_root: &Path,
+    pid: u32,
+    peer: SocketAddr,
+    local: SocketAddr,
+    max_fds: usize,
+) -> Option<bool> {
     let Some((inode, _)) = client_socket(proc_root, peer, local) else {
-        return false;
+        return Some(false);
     };
-    has_fd_on(proc_root, pid, &format!("socket:[{inode}]"))
+    fd_on_within(proc_root, pid, &format!("socket:[{inode}]"), max_fds)
 }
 
 /// The client socket's inode (never 0: an orphaned socket in FIN_WAIT or
@@ -44,11 +56,24 @@ fn client_socket(
 }
 
 fn has_fd_on(proc_root: &Path, pid: u32, target: &str) -> bool {
+    fd_on_within(proc_root, pid, target, usize::MAX) == Some(true)
+}
+
+/// Whether `pid` has an fd linking to `target`; `None` when it has more
+/// than `max_fds` and none of the first ones did.
+fn fd_on_within(proc_root: &Path, pid: u32, target: &str, max_fds: usize) -> Option<bool> {
     let Ok(fds) = std::fs::read_dir(proc_root.join(pid.to_string()).join("fd")) else {
-        return false;
+        return Some(false);
     };
-    fds.flatten()
-        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target))
+    for (seen, fd) in fds.flatten().enumerate() {
+        if seen >= max_fds {
+            return None;
+        }
+        if std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target) {
+            return Some(true);
+        }
+    }
+    Some(false)
 }
 
 fn socket_inode(proc_root: &Path, peer: SocketAddr, local: SocketAddr) -> Option<u64> {
@@ -308,6 +333,9 @@ mod tests {
         let (_server, peer) = listener.accept().unwrap();
         let proc_root = Path::new("/proc");
         assert!(holds(proc_root, std::process::id(), peer, local));
+        // a check bounded below this process's open files gives up, never guesses
+        let few = holds_within(proc_root, std::process::id(), peer, local, 0);
+        assert_eq!(few, None);
         // another process does not hold it (pid 1: init)
         assert!(!holds(proc_root, 1, peer, local));
         // closed: the orphaned socket (inode 0) is no one's

@@ -44,6 +44,9 @@ const LOOKUPS_IN_FLIGHT: usize = 256;
 const ACKS_PENDING: usize = 1024;
 /// /proc walks at once, for all connections: each reads many fd tables.
 static PROC_WALKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+/// A caller with at most this many open files is checked on the link's
+/// own thread (a few readlinks); more, on a blocking thread.
+const INLINE_CHECK_FDS: usize = 256;
 /// Longest gateway instance name accepted.
 const MAX_INSTANCE_BYTES: usize = 64;
 
@@ -287,13 +290,23 @@ async fn lookup(
         Ok(()) => answer.await.ok().flatten(),
         Err(_) => None,
     };
+    let proc_root = std::path::Path::new("/proc");
+    // the connect record is checked against the socket the pid holds now:
+    // here when the pid has few files open (a hop to a blocking thread and
+    // back cost more than the check), on a blocking thread otherwise
+    let checked = from_bpf
+        .as_ref()
+        .map(|(pid, _)| attribution::holds_within(proc_root, *pid, peer, local, INLINE_CHECK_FDS));
+    if let (Some(Some(true)), Some((pid, context))) = (checked, &from_bpf) {
+        return caller(id, Some(*pid), context.clone(), "bpf");
+    }
     let Ok(_walk) = PROC_WALKS.acquire().await else {
         return caller(id, None, None, "none");
     };
-    let proc_root = std::path::Path::new("/proc");
-    // the connect record is checked against the socket the pid holds now
     let found = tokio::task::spawn_blocking(move || match from_bpf {
-        Some((pid, context)) if attribution::holds(proc_root, pid, peer, local) => {
+        Some((pid, context))
+            if checked == Some(None) && attribution::holds(proc_root, pid, peer, local) =>
+        {
             Found::Kernel(pid, context)
         }
         _ => Found::Proc(attribution::peer_pid(proc_root, peer, local)),
