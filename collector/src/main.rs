@@ -6,16 +6,9 @@
 //! spool (a writer thread) and, with `[kafka]`, to the broker (the shipper
 //! thread, which also serves the metrics).
 
-mod bench;
-mod config;
-mod enrich;
-mod link;
-mod metrics;
-mod pipeline;
-mod ship;
-mod sink;
-mod source;
-mod transport;
+use vigil_collector::{
+    bench, config, enrich, link, metrics, pipeline, ship, sink, source, transport,
+};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -221,3 +221,55 @@ fn load_credential(c: &CredentialConfig) -> anyhow::Result<Credential> {
         after: after.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn credential(dir: &std::path::Path, content: &str, mode: u32) -> CredentialConfig {
+        let file = dir.join("secret");
+        std::fs::write(&file, content).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        CredentialConfig {
+            kind: CredentialKind::Header,
+            header: Some("Authorization".into()),
+            file,
+            format: "Bearer {}".into(),
+            region: None,
+            service: "braket".into(),
+        }
+    }
+
+    fn refusal(c: &CredentialConfig) -> String {
+        match load_credential(c) {
+            Ok(_) => panic!("{} accepted", c.file.display()),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn a_credential_file_others_could_read_is_refused_with_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            let message = refusal(&credential(dir.path(), "s3cret-value\n", mode));
+            assert!(
+                message.contains(&format!("(mode {mode:03o})")) && message.contains("chmod 600"),
+                "{message}"
+            );
+            // the reason names the file, never the secret
+            assert!(message.contains("secret") && !message.contains("s3cret-value"));
+        }
+        assert!(load_credential(&credential(dir.path(), "s3cret-value\n", 0o600)).is_ok());
+        assert!(load_credential(&credential(dir.path(), "s3cret-value\n", 0o400)).is_ok());
+    }
+
+    #[test]
+    fn an_empty_or_missing_credential_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(refusal(&credential(dir.path(), " \n", 0o600)).contains("is empty"));
+        let mut missing = credential(dir.path(), "x", 0o600);
+        missing.file = dir.path().join("nowhere");
+        assert!(refusal(&missing).contains("cannot read credential file"));
+    }
+}

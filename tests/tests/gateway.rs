@@ -1167,3 +1167,90 @@ alpha = "{token_file}"
     gateway.kill();
     collector.stop();
 }
+
+#[test]
+fn no_route_and_upstream_failures_are_answered_in_json_and_failures_recorded() {
+    let upstream = Upstream::start(false);
+    // a port nobody listens on; an upstream that takes connections (the
+    // kernel's backlog) and never answers
+    let dead = free_port();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = silent.local_addr().map(|a| (a, silent)).unwrap();
+    let pair = Pair::start(
+        "host_id = \"e2e-gateway\"\n",
+        &format!(
+            r#"upstream_timeout_secs = 1
+[[routes]]
+prefix = "/braket"
+provider = "braket"
+upstream = "{url}"
+[[routes]]
+prefix = "/dead"
+provider = "braket"
+upstream = "http://127.0.0.1:{dead}"
+[[routes]]
+prefix = "/silent"
+provider = "braket"
+upstream = "http://{silent}"
+"#,
+            url = upstream.url(),
+            silent = silent.0,
+        ),
+        None,
+    );
+    let c = &pair.collector;
+    let body = fixture("braket-task-single-program.json");
+    let error = |r: &vigil_e2e::quantum::HttpResponse, status: u16, code: &str| {
+        assert_eq!(r.status, status, "{}", r.body);
+        assert_eq!(r.json()["error"]["code"], code, "{}", r.body);
+    };
+    let r = http(pair.addr(), "POST", "/nowhere/quantum-task", &JSON, &body);
+    error(&r, 404, "vigil_no_route");
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/nowhere/quantum-task"));
+
+    let r = http(pair.addr(), "POST", "/dead/quantum-task", &JSON, &body);
+    error(&r, 502, "vigil_upstream_unreachable");
+    let started = Instant::now();
+    let r = http(
+        pair.addr(),
+        "GET",
+        "/silent/quantum-task/arn%3Aaws%3Abraket%3Atask%2F1",
+        &[],
+        b"",
+    );
+    error(&r, 504, "vigil_upstream_timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "504 after {:?}",
+        started.elapsed()
+    );
+
+    // each failure is a record with the status the caller got; the no-route
+    // request never reached a provider and is not a job record
+    let deadline = Instant::now() + WAIT;
+    let status_of = |route: &str| {
+        jobs(c)
+            .into_iter()
+            .find(|v| job(v)["route"] == route)
+            .map(|v| job(&v)["http_status"].clone())
+    };
+    while (status_of("/dead").is_none() || status_of("/silent").is_none())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(status_of("/dead"), Some(Value::from(502)), "{}", c.stderr());
+    assert_eq!(
+        status_of("/silent"),
+        Some(Value::from(504)),
+        "{}",
+        c.stderr()
+    );
+    assert!(jobs(c)
+        .iter()
+        .all(|v| !job(v)["endpoint"].to_string().contains("nowhere")));
+    drop(silent);
+}

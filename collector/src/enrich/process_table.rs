@@ -97,6 +97,10 @@ impl ProcessTable {
         self.procs.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
     pub fn get(&self, pid: u32) -> Option<&ProcEntry> {
         self.procs.get(&pid)
     }
