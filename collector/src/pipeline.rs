@@ -239,10 +239,21 @@ impl Pipeline {
                 Ok(())
             }
             ToPipeline::Job { record, written } => {
-                self.batch.push(job_output(self.enricher.host(), *record));
+                // what came before it first, then the record, acknowledged
+                // once it is in the spool (or, printed only, once printed)
                 self.write_batch()?;
+                let out = job_output(self.enricher.host(), *record);
+                self.metrics.count_event(out.event.kind);
+                if let Some(s) = &mut self.sinks.stdout {
+                    s.write(&out)?;
+                }
                 self.flush()?;
-                let _ = written.send(());
+                match &mut self.sinks.batcher {
+                    Some(b) => b.push_acked(&out, Some(written))?,
+                    None => {
+                        let _ = written.send(());
+                    }
+                }
                 Ok(())
             }
         }

@@ -71,7 +71,10 @@ pub enum ToGateway {
         source: Option<String>,
     },
     /// Every job record of this gateway instance up to `seq` is in the
-    /// collector's sinks.
+    /// collector's spool file (printed, when it only prints): the gateway
+    /// may forget them. A record the collector could not write is never
+    /// acknowledged; the collector closes the link and the gateway sends it
+    /// again, so a record may arrive twice (same instance and `seq`).
     Ack { instance: String, seq: u64 },
 }
 

@@ -957,6 +957,36 @@ fn submission_path_spellings_are_policed_like_the_plain_one() {
     pair.stop();
 }
 
+/// Braket tasks submitted through the gateway at `addr` every 40 ms until
+/// the flag is set; the thread returns the task ids and any failures.
+#[allow(clippy::type_complexity)]
+fn submit_until_stopped(
+    addr: &str,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<(Vec<String>, Vec<String>)>,
+) {
+    let addr = addr.to_string();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let body = fixture("braket-task-single-program.json");
+    let submitter = std::thread::spawn(move || {
+        let mut ids = Vec::new();
+        let mut failures = Vec::new();
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let r = http(&addr, "POST", "/braket/quantum-task", &JSON, &body);
+            if r.status == 201 {
+                ids.push(r.json()["quantumTaskArn"].as_str().unwrap().to_string());
+            } else {
+                failures.push(format!("{} {}", r.status, r.body));
+            }
+            std::thread::sleep(Duration::from_millis(40));
+        }
+        (ids, failures)
+    });
+    (stop, submitter)
+}
+
 #[test]
 fn no_job_record_is_lost_while_the_collector_restarts() {
     let upstream = Upstream::start(false);
@@ -974,26 +1004,7 @@ fn no_job_record_is_lost_while_the_collector_restarts() {
         ),
         None,
     );
-    let addr = gateway.addr().to_string();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let submitter = {
-        let stop = stop.clone();
-        let body = fixture("braket-task-single-program.json");
-        std::thread::spawn(move || {
-            let mut ids = Vec::new();
-            let mut failures = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let r = http(&addr, "POST", "/braket/quantum-task", &JSON, &body);
-                if r.status == 201 {
-                    ids.push(r.json()["quantumTaskArn"].as_str().unwrap().to_string());
-                } else {
-                    failures.push(format!("{} {}", r.status, r.body));
-                }
-                std::thread::sleep(Duration::from_millis(40));
-            }
-            (ids, failures)
-        })
-    };
+    let (stop, submitter) = submit_until_stopped(gateway.addr());
     let mut outputs: Vec<Vec<Value>> = Vec::new();
     let mut current = first;
     for _ in 0..3 {
@@ -1253,4 +1264,94 @@ upstream = "http://{silent}"
         .iter()
         .all(|v| !job(v)["endpoint"].to_string().contains("nowhere")));
     drop(silent);
+}
+
+/// The job ids of every `quantum_job` submit event in the spool at `dir`.
+fn spooled_submits(dir: &std::path::Path) -> Vec<String> {
+    use vigil_spool::tail::{SpoolTail, Tailed};
+    let mut tail = SpoolTail::open(dir, Default::default());
+    let mut ids = Vec::new();
+    loop {
+        match tail.next_batch().expect("the spool reads") {
+            Tailed::Batch { record, .. } => {
+                if record.header.kind() != Some(vigil_schema::EventKind::QuantumJob) {
+                    continue;
+                }
+                let (_, batches) = vigil_schema::ipc::decode(&record.payload).expect("Arrow IPC");
+                for b in &batches {
+                    for e in vigil_schema::arrow::decode_batch(b).expect("a quantum_job batch") {
+                        let job = e.quantum_job.expect("a quantum_job event has its job");
+                        if job.operation == "submit" {
+                            ids.extend(job.job_id);
+                        }
+                    }
+                }
+            }
+            Tailed::Corrupt { .. } | Tailed::Skipped { .. } => {}
+            Tailed::Idle => return ids,
+        }
+    }
+}
+
+#[test]
+fn no_acknowledged_job_record_is_lost_when_the_collector_is_killed() {
+    // spool output: a record is acknowledged once its batch is in the
+    // spool file, so a SIGKILL loses none the gateway stopped keeping
+    let upstream = Upstream::start(false);
+    let sock_dir = socket_dir();
+    let socket = sock_dir.path().join("collector.sock");
+    let data = tempfile::tempdir().unwrap();
+    let collector_toml = collector_config(
+        "host_id = \"e2e-gateway\"\n[batch]\nflush_interval_ms = 400\n",
+        &socket,
+        &["root"],
+    );
+    let options = vigil_e2e::StartOptions {
+        output: "spool",
+        data_dir: Some(data.path().to_path_buf()),
+    };
+    let mut current = Collector::start_with(&collector_toml, options.clone());
+    let gateway = Gateway::start(
+        &gateway_config(
+            &format!(
+                "[[routes]]\nprefix = \"/braket\"\nprovider = \"braket\"\nupstream = \"{}\"\n",
+                upstream.url()
+            ),
+            &socket,
+        ),
+        None,
+    );
+    let (stop, submitter) = submit_until_stopped(gateway.addr());
+    for _ in 0..3 {
+        // killed mid-batch: some records are in memory, not yet spooled
+        std::thread::sleep(Duration::from_millis(1300));
+        current.kill();
+        std::thread::sleep(Duration::from_millis(300));
+        current = Collector::start_with(&collector_toml, options.clone());
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ids, failures) = submitter.join().unwrap();
+    assert!(failures.is_empty(), "submissions failed: {failures:?}");
+    assert!(ids.len() >= 20, "only {} jobs submitted", ids.len());
+    // the last collector gets what the killed ones never spooled
+    let spool = data.path().join("spool");
+    let deadline = Instant::now() + WAIT;
+    let missing = loop {
+        let seen: std::collections::HashSet<String> = spooled_submits(&spool).into_iter().collect();
+        let missing: Vec<&String> = ids.iter().filter(|id| !seen.contains(*id)).collect();
+        if missing.is_empty() || Instant::now() > deadline {
+            break missing.into_iter().cloned().collect::<Vec<_>>();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        missing.is_empty(),
+        "{} of {} job records lost across SIGKILLs: {missing:?}\ngateway stderr:\n{}",
+        missing.len(),
+        ids.len(),
+        gateway.stderr()
+    );
+    gateway.stop();
+    current.stop();
 }

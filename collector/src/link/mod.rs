@@ -39,9 +39,11 @@ const REPLIES_PER_WRITE: usize = 256;
 const READ_BUFFER: usize = 64 << 10;
 /// Lookups in flight per connection; past it, reading waits.
 const LOOKUPS_IN_FLIGHT: usize = 256;
-/// Job records written but not yet acknowledged per connection; past it,
-/// reading waits (a gateway that does not read its acks stalls itself).
-const ACKS_PENDING: usize = 1024;
+/// Job records written but not yet acknowledged per connection (a record
+/// is acknowledged once its batch is in the spool, up to
+/// `batch.flush_interval_ms` later); past it, reading waits (a gateway that
+/// does not read its acks stalls itself).
+const ACKS_PENDING: usize = 16384;
 /// /proc walks at once, for all connections: each reads many fd tables.
 static PROC_WALKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 /// A caller with at most this many open files is checked on the link's
@@ -179,10 +181,10 @@ async fn connection(
     let (replies, outbox) = mpsc::channel::<ToGateway>(REPLY_QUEUE);
     let writer = tokio::spawn(write_replies(write, outbox));
     let in_flight = Arc::new(tokio::sync::Semaphore::new(LOOKUPS_IN_FLIGHT));
-    // acks in order, once each record is written
+    // acks in order, once each record is in the spool
     let (pending_acks, acks) = mpsc::channel::<(ToGateway, oneshot::Receiver<()>)>(ACKS_PENDING);
-    let acker = tokio::spawn(send_acks(acks, replies.clone()));
-    let result = async {
+    let mut acker = tokio::spawn(send_acks(acks, replies.clone()));
+    let reading = async {
         loop {
             let mut header = [0u8; 4];
             match read.read_exact(&mut header).await {
@@ -223,10 +225,19 @@ async fn connection(
                 }
             }
         }
-    }
-    .await;
+    };
+    // the acker stops at a record that was not written: the link closes,
+    // and the gateway sends everything unacknowledged again
+    let result = tokio::select! {
+        r = reading => r,
+        _ = &mut acker => Err(anyhow::anyhow!(
+            "a job record was not written; closing the link so the gateway sends it again"
+        )),
+    };
     drop((replies, pending_acks));
-    let _ = acker.await;
+    if !acker.is_finished() {
+        let _ = acker.await;
+    }
     let _ = writer.await;
     result
 }

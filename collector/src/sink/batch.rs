@@ -17,7 +17,13 @@ pub struct Batch {
     pub kind: EventKind,
     pub events: u32,
     pub payload: Payload,
+    /// Fired once the batch is in the spool: the gateway's job records are
+    /// acknowledged then, not before (it keeps them until acknowledged).
+    pub acks: Vec<Ack>,
 }
+
+/// Told when an event is in the spool.
+pub type Ack = tokio::sync::oneshot::Sender<()>;
 
 pub enum Payload {
     Arrow(RecordBatch),
@@ -47,6 +53,7 @@ impl Rows {
 
 struct Pending {
     rows: Rows,
+    acks: Vec<Ack>,
     /// When the batch's first event arrived.
     since: Instant,
 }
@@ -73,6 +80,11 @@ impl Batcher {
     }
 
     pub fn push(&mut self, output: &Output) -> std::io::Result<()> {
+        self.push_acked(output, None)
+    }
+
+    /// [`Batcher::push`], with `ack` fired once the event is in the spool.
+    pub fn push_acked(&mut self, output: &Output, ack: Option<Ack>) -> std::io::Result<()> {
         let kind = output.event.kind;
         let encoding = self.encoding;
         let pending = self.pending.entry(kind).or_insert_with(|| Pending {
@@ -84,7 +96,9 @@ impl Batcher {
                 },
             },
             since: Instant::now(),
+            acks: Vec::new(),
         });
+        pending.acks.extend(ack);
         if pending.rows.len() == 0 {
             pending.since = Instant::now();
         }
@@ -136,10 +150,12 @@ impl Batcher {
                 Payload::Json(std::mem::replace(lines, Vec::with_capacity(1 << 16)))
             }
         };
+        let acks = std::mem::take(&mut pending.acks);
         self.spool.send(Batch {
             kind,
             events: events as u32,
             payload,
+            acks,
         });
     }
 }
@@ -226,6 +242,32 @@ mod tests {
                 (EventKind::Network, 1, 1)
             ]
         );
+    }
+
+    #[test]
+    fn an_acked_event_is_acknowledged_once_its_batch_is_in_the_spool_not_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BatchConfig {
+            max_events: 100,
+            ..Default::default()
+        };
+        let (ack, mut acked) = tokio::sync::oneshot::channel();
+        let mut acked_before_flush = None;
+        let got = spooled(dir.path(), &config, |b| {
+            b.push(&output(EventKind::QuantumJob, 0)).unwrap();
+            b.push_acked(&output(EventKind::QuantumJob, 1), Some(ack))
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            acked_before_flush = Some(acked.try_recv().is_ok());
+            b.flush_all();
+        });
+        assert_eq!(
+            acked_before_flush,
+            Some(false),
+            "acknowledged while in memory"
+        );
+        assert_eq!(got, [(EventKind::QuantumJob, 1, 2)]);
+        assert_eq!(acked.try_recv(), Ok(()), "not acknowledged once spooled");
     }
 
     #[test]

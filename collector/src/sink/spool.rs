@@ -147,6 +147,7 @@ impl Writer {
     /// their own eviction is reported by re-issuing what they said.
     fn append(&mut self, batch: Batch, loss: Option<Vec<LossReport>>) {
         let kind = batch.kind;
+        let acks = batch.acks;
         let seq = self.writer.next_seq(kind);
         let (encoding, payload) = match batch.payload {
             Payload::Arrow(b) => match ipc::encode(&b, &self.host.host_id, seq, self.compression) {
@@ -170,7 +171,12 @@ impl Writer {
                 if let Some(n) = &self.shipper {
                     n.notify_one();
                 }
+                // in the spool file: a SIGKILL now loses none of it
+                for ack in acks {
+                    let _ = ack.send(());
+                }
             }
+            // unacknowledged, the gateway's records are sent again
             Err(e) => self.failed(batch.events, &e.to_string()),
         }
     }
@@ -224,6 +230,7 @@ impl Writer {
                 kind: EventKind::Collector,
                 events: events.len() as u32,
                 payload,
+                acks: Vec::new(),
             },
             Some(reports),
         );
