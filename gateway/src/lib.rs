@@ -9,6 +9,7 @@
 
 pub mod body;
 pub mod config;
+pub mod iam;
 pub mod jobs;
 pub mod link;
 pub mod metrics;

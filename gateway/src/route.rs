@@ -121,12 +121,12 @@ impl Route {
                 ..
             } => {
                 let v = headers.get(name)?.to_str().ok()?;
-                Some(
-                    v.strip_prefix(before.as_str())?
-                        .strip_suffix(after.as_str())?
-                        .trim()
-                        .to_string(),
-                )
+                let secret = v
+                    .strip_prefix(before.as_str())?
+                    .strip_suffix(after.as_str())?
+                    .trim();
+                // a bearer this gateway minted at the IAM exchange
+                Some(crate::iam::token_in_bearer(secret).unwrap_or_else(|| secret.to_string()))
             }
             Credential::AwsSigV4(_) => {
                 let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;

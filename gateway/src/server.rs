@@ -555,6 +555,9 @@ async fn handle(
     parts.uri = t.uri;
     parts.version = http::Version::HTTP_11;
 
+    if record.class == Some(OpClass::Auth) {
+        return iam_exchange(&shared, record, parts, body).await;
+    }
     // submissions, and sessions (which reserve a backend), are read and policed
     let submit = record.class == Some(OpClass::Submit);
     let session = t
@@ -607,6 +610,55 @@ async fn handle(
     }
     route.authorize(&mut parts, &bytes);
     relay(Request::from_parts(parts, full(bytes)), record).await
+}
+
+/// The IAM exchange: an agent presenting its gateway token as its API key
+/// gets a bearer carrying that token, minted here (see [`crate::iam`]);
+/// the token of another agent is refused; any other key goes to IAM as sent.
+async fn iam_exchange(
+    shared: &Shared,
+    mut record: Record,
+    mut parts: http::request::Parts,
+    body: Incoming,
+) -> Response<Body> {
+    let limits = &shared.config.limits;
+    let whole = body::read(
+        body,
+        parts.headers.get(header::CONTENT_LENGTH),
+        limits.small_body_bytes,
+        limits.small_body_bytes,
+        &shared.body_budget,
+        Duration::from_millis(limits.body_timeout_ms),
+    )
+    .await;
+    let (bytes, _held) = match whole {
+        Ok(b) => b,
+        Err(e) => return refuse_body(record, e),
+    };
+    let key = crate::iam::api_key(&bytes);
+    match shared
+        .tokens
+        .identify(key.as_deref(), record.caller.agent())
+    {
+        Identity::Agent => {
+            let now_s = (wall_now_ms() / 1000).max(0) as u64;
+            let answer = crate::iam::response(key.as_deref().unwrap_or_default(), now_s);
+            record.job.http_status = Some(200);
+            record.job.latency_ms = Some(record.started.elapsed().as_millis() as u64);
+            record.emit();
+            json_response(StatusCode::OK, answer)
+        }
+        Identity::Mismatch(message) => {
+            metrics::add(&shared.metrics.token_mismatches, 1);
+            record.deny(Refusal::new(StatusCode::FORBIDDEN, "token", message))
+        }
+        Identity::Untokened(_) => {
+            parts.headers.remove(header::EXPECT);
+            let route = &shared.routes[record.route];
+            route.authorize(&mut parts, &bytes);
+            relay(Request::from_parts(parts, full(bytes)), record).await
+        }
+    }
 }
 
 /// Whether a body comes with a content coding the parsers would not undo

@@ -90,6 +90,9 @@ fn ibm_runtime_sdk_jobs_over_https_with_a_brokered_credential() {
     let upstream = Upstream::start(true);
     let secret = "real-ibm-token-9f8e7d6c";
     let cred = secret_file(upstream.dir(), "ibm-token", &format!("{secret}\n"), None);
+    // the agent's SDK holds its gateway token as its IBM Cloud API key
+    let agent_token = "quantum-agent-gateway-token-51c3";
+    let token = secret_file(upstream.dir(), "agent-token", agent_token, None);
     let tag = marker("ibm");
     let pair = Pair::start(
         &format!(
@@ -117,16 +120,13 @@ upstream = "{url}"
 ca_file = "{ca}"
 [policy]
 jobs_per_minute = 100
-# The SDK exchanges its API key for a bearer token at /iam and presents
-# that token on Runtime calls; binding an agent's gateway token through the
-# IAM exchange is not implemented, so the SDK holds no gateway token and
-# untokened callers must get the brokered credential here.
-[policy.unattributed]
-broker_credentials = true
+[tokens]
+quantum-agent = "{token}"
 "#,
             url = upstream.url(),
             ca = upstream.ca.as_ref().unwrap().display(),
             cred = cred.display(),
+            token = token.display(),
         ),
         None,
     );
@@ -141,7 +141,7 @@ broker_credentials = true
             "--session",
             &tag,
         ],
-        &[("QISKIT_IBM_TOKEN", "placeholder-api-key")],
+        &[("QISKIT_IBM_TOKEN", agent_token)],
     );
     assert_eq!(sent.len(), 2, "a sampler and an estimator job: {sent:?}");
     for truth in &sent {
@@ -199,13 +199,36 @@ broker_credentials = true
             "{r}"
         );
     }
-    let iam = requests
-        .iter()
-        .find(|r| r["path"] == "/identity/token")
-        .expect("IAM call relayed");
-    assert_eq!(iam["headers"]["authorization"], Value::Null);
-    // ...and nothing the collector emitted holds a credential, real or placeholder
-    assert_output_lacks(c, &[secret, "placeholder-api-key", "Bearer", "eyJ"]);
+    // the exchange of the agent's gateway token was answered by the gateway
+    // (the token never reached IAM) and recorded
+    assert!(
+        requests.iter().all(|r| r["path"] != "/identity/token"),
+        "{requests:?}"
+    );
+    let exchange = c.wait_for("the IAM exchange", WAIT, |v| {
+        v["kind"] == "quantum_job" && job(v)["operation"] == "iam_token"
+    });
+    assert_eq!(job(&exchange)["http_status"], 200);
+    assert_eq!(exchange["agent_id"], "quantum-agent");
+    // the agent's token from a process outside its tree: refused, recorded
+    let form =
+        format!("grant_type=urn%3Aibm%3Aparams%3Aoauth%3Agrant-type%3Aapikey&apikey={agent_token}");
+    let r = http(
+        pair.addr(),
+        "POST",
+        "/iam/identity/token",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        form.as_bytes(),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["error"]["limit"], "token");
+    c.wait_for("the refused IAM exchange", WAIT, |v| {
+        v["kind"] == "quantum_job"
+            && job(v)["operation"] == "iam_token"
+            && job(v)["decision"] == "denied"
+    });
+    // ...and nothing the collector emitted holds a credential, real or the agent's
+    assert_output_lacks(c, &[secret, agent_token, "Bearer", "eyJ"]);
     assert!(
         !c.stderr().contains(secret),
         "collector log holds the secret"
