@@ -187,12 +187,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let sinks = runtime.block_on(async move {
+    let (sinks, result) = runtime.block_on(async move {
         let pipeline = pipeline::Pipeline::new(bpf, enricher, sinks, metrics);
         pipeline
             .run(ring, intervals, from_link, shutdown_signal())
             .await
-    })?;
+    });
+    if let Err(e) = &result {
+        error!(error = %e, "the pipeline stopped; closing the spool before exiting");
+    }
 
     // close in pipeline order: batches into the spool, then ship what can be shipped
     drop(sinks);
@@ -210,6 +213,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             error!("the shipper thread panicked");
         }
     }
+    result.context("the pipeline failed")?;
     info!("collector stopped");
     Ok(())
 }

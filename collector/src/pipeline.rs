@@ -111,11 +111,30 @@ impl Pipeline {
         intervals: Intervals,
         mut gateway: Option<mpsc::Receiver<ToPipeline>>,
         shutdown: impl std::future::Future<Output = ()>,
-    ) -> std::io::Result<Sinks> {
+    ) -> (Sinks, std::io::Result<()>) {
         // SAFETY: the RingBuf owns its map fd, which stays open and unchanged
         // until the RingBuf (moved into the AsyncFd) is dropped with it.
-        let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut ring = match unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) } {
+            Ok(ring) => ring,
+            Err(e) => return (self.sinks, Err(std::io::Error::other(e.to_string()))),
+        };
+        let served = self
+            .serve(&mut ring, intervals, &mut gateway, shutdown)
+            .await;
+        // every way out, an error included, closes the batches: the caller
+        // then joins the spool writer, which writes them
+        let closed = self.close(ring.get_mut(), &mut gateway);
+        (self.sinks, served.and(closed))
+    }
+
+    /// The loop: until `shutdown`, or the first error.
+    async fn serve(
+        &mut self,
+        ring: &mut AsyncFd<RingBuf<MapData>>,
+        intervals: Intervals,
+        gateway: &mut Option<mpsc::Receiver<ToPipeline>>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
         let mut flows = tick(intervals.flow_report);
         let mut heartbeat = tick(intervals.heartbeat);
         let mut gc = tick(Some(intervals.gc));
@@ -137,7 +156,7 @@ impl Pipeline {
                         loop {
                             tokio::select! {
                                 _ = &mut pause => break,
-                                Some(msg) = next_message(&mut gateway) => self.link(msg, ring.get_mut())?,
+                                Some(msg) = next_message(gateway) => self.link(msg, ring.get_mut())?,
                             }
                         }
                     }
@@ -148,29 +167,45 @@ impl Pipeline {
                 _ = heartbeat.tick() => self.emit_heartbeat()?,
                 _ = gc.tick() => self.collect_garbage(),
                 _ = housekeeping.tick() => self.housekeeping()?,
-                Some(msg) = next_message(&mut gateway) => self.link(msg, ring.get_mut())?,
-                _ = &mut shutdown => break,
+                Some(msg) = next_message(gateway) => self.link(msg, ring.get_mut())?,
+                _ = &mut shutdown => return Ok(()),
             }
         }
-        // what arrived before the signal, bounded in case the load never stops
+    }
+
+    /// On the way out: what arrived before, as far as the sinks still take
+    /// it (bounded, should the load never stop), the last heartbeat, and
+    /// every batch closed whatever failed before. The first error is kept.
+    fn close(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        gateway: &mut Option<mpsc::Receiver<ToPipeline>>,
+    ) -> std::io::Result<()> {
+        let mut result = Ok(());
         for _ in 0..64 {
-            if self.drain(ring.get_mut())? == Drained::Empty {
-                break;
+            match self.drain(ring) {
+                Ok(Drained::Empty) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
             }
         }
         // job events already recorded by the gateway
-        if let Some(rx) = &mut gateway {
+        if let Some(rx) = gateway {
             while let Ok(msg) = rx.try_recv() {
-                self.link(msg, ring.get_mut())?;
+                if let Err(e) = self.link(msg, ring) {
+                    result = result.and(Err(e));
+                    break;
+                }
             }
         }
-        self.emit_heartbeat()?;
-        self.housekeeping()?;
+        let result = result.and(self.emit_heartbeat()).and(self.housekeeping());
         if let Some(b) = &mut self.sinks.batcher {
             b.flush_all();
         }
-        // the caller closes them in order (spool writer, then shipper)
-        Ok(self.sinks)
+        result
     }
 
     /// Handle what is waiting in the ring buffer, at most MAX_DRAIN records so
@@ -244,15 +279,19 @@ impl Pipeline {
                 self.write_batch()?;
                 let out = job_output(self.enricher.host(), *record);
                 self.metrics.count_event(out.event.kind);
+                let printed_only = match &mut self.sinks.batcher {
+                    Some(b) => {
+                        b.push_acked(&out, Some(written))?;
+                        None
+                    }
+                    None => Some(written),
+                };
                 if let Some(s) = &mut self.sinks.stdout {
                     s.write(&out)?;
                 }
                 self.flush()?;
-                match &mut self.sinks.batcher {
-                    Some(b) => b.push_acked(&out, Some(written))?,
-                    None => {
-                        let _ = written.send(());
-                    }
+                if let Some(written) = printed_only {
+                    let _ = written.send(());
                 }
                 Ok(())
             }
@@ -262,11 +301,12 @@ impl Pipeline {
     fn write_batch(&mut self) -> std::io::Result<()> {
         for out in self.batch.drain(..) {
             self.metrics.count_event(out.event.kind);
-            if let Some(s) = &mut self.sinks.stdout {
-                s.write(&out)?;
-            }
+            // the spool first: a broken stdout must not take it down too
             if let Some(b) = &mut self.sinks.batcher {
                 b.push(&out)?;
+            }
+            if let Some(s) = &mut self.sinks.stdout {
+                s.write(&out)?;
             }
         }
         Ok(())

@@ -475,3 +475,117 @@ fn topics_create_makes_every_kind_once() {
          t.quantum_job\texists\n"
     );
 }
+
+/// The paths of the file events in the spool at `dir` that contain `tag`.
+fn spooled_paths(dir: &Path, tag: &str) -> std::collections::BTreeSet<String> {
+    use vigil_spool::{SpoolTail, Tailed};
+    let mut tail = SpoolTail::open(dir, Default::default());
+    let mut paths = std::collections::BTreeSet::new();
+    loop {
+        match tail.next_batch().expect("the spool reads") {
+            Tailed::Batch { record, .. } => {
+                if record.header.kind() != Some(EventKind::File) {
+                    continue;
+                }
+                let (_, batches) = vigil_schema::ipc::decode(&record.payload).expect("Arrow IPC");
+                for b in &batches {
+                    for e in vigil_schema::arrow::decode_batch(b).expect("a file batch") {
+                        let path = e.file.map(|f| f.path).unwrap_or_default();
+                        if path.contains(tag) {
+                            paths.insert(path);
+                        }
+                    }
+                }
+            }
+            Tailed::Corrupt { .. } | Tailed::Skipped { .. } => {}
+            Tailed::Idle => return paths,
+        }
+    }
+}
+
+#[test]
+fn a_pipeline_error_still_spools_what_it_printed() {
+    // stdout's reader goes away: the next write fails (EPIPE) and ends the
+    // pipeline. Batches are closed only at exit here (a minute's interval),
+    // so whatever was printed is still in memory when the error comes.
+    use std::io::BufRead;
+    let data = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let config = data.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[heartbeat]\ninterval_secs = 1\n[metrics]\nlisten = \"\"\n\
+             [batch]\nflush_interval_ms = 60000\n",
+            data.path().display()
+        ),
+    )
+    .unwrap();
+    let stderr_log = data.path().join("stderr.log");
+    let mut child = Command::new(vigil_e2e::workspace_bin("vigil-collector"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--output",
+            "stdout,spool",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_log).unwrap())
+        .spawn()
+        .expect("spawn vigil-collector");
+    let log = || std::fs::read_to_string(&stderr_log).unwrap_or_default();
+    let started = std::time::Instant::now();
+    while !log().contains("collector ready") {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "exited early:\n{}",
+            log()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not ready:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let tag = marker("epipe");
+    for i in 0..20 {
+        std::fs::write(work.path().join(format!("{tag}-{i}")), b"x").unwrap();
+    }
+    // read until the 20 files were printed, then close the pipe
+    let mut printed = std::collections::BTreeSet::new();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    while printed.len() < 20 {
+        let line = lines.next().expect("stdout open").expect("a line");
+        let v: Value = serde_json::from_str(&line).expect("JSON");
+        if let Some(path) = v["file"]["path"].as_str().filter(|p| p.contains(&tag)) {
+            printed.insert(path.to_string());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "files not printed"
+        );
+    }
+    drop(lines);
+    let mut status = None;
+    while status.is_none() && started.elapsed() < Duration::from_secs(150) {
+        status = child.try_wait().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "the collector kept running with its stdout closed:\n{}",
+            log()
+        );
+    };
+    assert!(!status.success(), "a broken stdout is an error exit");
+    let spooled = spooled_paths(&data.path().join("spool"), &tag);
+    let missing: Vec<&String> = printed.difference(&spooled).collect();
+    assert!(
+        missing.is_empty(),
+        "printed but not spooled: {missing:?}\n{}",
+        log()
+    );
+}
