@@ -152,6 +152,12 @@ pub struct SpoolConfig {
     pub fsync: FsyncPolicy,
     #[serde(default = "default_fsync_interval_ms")]
     pub fsync_interval_ms: u64,
+    /// Group that may read the spool (a detector reading it directly): the
+    /// directory is given it, setgid, and its files are 0640. If the group
+    /// does not exist, only the collector's user can read the spool. `""`:
+    /// no group.
+    #[serde(default = "default_spool_group")]
+    pub group: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -325,8 +331,12 @@ impl Default for SpoolConfig {
             segment_bytes: default_segment_bytes(),
             fsync: FsyncPolicy::default(),
             fsync_interval_ms: default_fsync_interval_ms(),
+            group: default_spool_group(),
         }
     }
+}
+fn default_spool_group() -> String {
+    "vigil".into()
 }
 impl Default for MetricsConfig {
     fn default() -> Self {

@@ -26,6 +26,11 @@ impl Transport {
     /// Open (and recover) the spool, start its writer, make the shipper.
     pub fn open(config: &Config, host: Host, metrics: Arc<Metrics>) -> anyhow::Result<Transport> {
         let dir = config.spool_dir();
+        // events of every user: a data directory others can write to is refused
+        if config.data_dir.exists() {
+            vigil_spool::files::check_owned(&config.data_dir)
+                .context("the data directory is not safe to keep events in")?;
+        }
         let (writer, recovery) = vigil_spool::SpoolWriter::open(vigil_spool::WriterOptions {
             dir: dir.clone(),
             host_id: host.host_id.clone(),
@@ -38,6 +43,7 @@ impl Transport {
                 )),
                 FsyncPolicy::Never => vigil_spool::Fsync::Never,
             },
+            group: spool_group(&config.spool.group),
         })
         .with_context(|| format!("cannot open the spool {}", dir.display()))?;
         info!(spool = %dir.display(), segments = recovery.segments, batches = recovery.batches,
@@ -77,5 +83,19 @@ impl Transport {
             spool_thread,
             shipper,
         })
+    }
+}
+
+/// The gid of the spool's reader group, if it exists.
+fn spool_group(name: &str) -> Option<u32> {
+    if name.is_empty() {
+        return None;
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Some(g.gid.as_raw()),
+        _ => {
+            info!(group = name, "no such group: the spool is readable by the collector's user only (the packages create the group)");
+            None
+        }
     }
 }

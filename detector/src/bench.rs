@@ -256,6 +256,7 @@ fn spool_writer(dir: &std::path::Path) -> SpoolWriter {
         max_bytes: 64 << 30,
         segment_bytes: 64 << 20,
         fsync: Fsync::Never,
+        group: None,
     })
     .expect("open bench spool")
     .0

@@ -11,6 +11,7 @@
 //! byte format is documented in `spool/README.md`, for the detector that
 //! reads a spool directly.
 
+pub mod files;
 pub mod format;
 pub mod reader;
 pub mod segment;

@@ -159,12 +159,10 @@ impl SpoolReader {
     /// Save the acknowledged position (not synced: after a machine crash
     /// some batches are sent twice, which their sequence numbers reveal).
     pub fn save_cursor(&self) -> io::Result<()> {
-        let tmp = self.cursor_path.with_extension("cursor.tmp");
-        std::fs::write(
-            &tmp,
-            format!("{} {}\n", self.acked.segment, self.acked.offset),
-        )?;
-        std::fs::rename(&tmp, &self.cursor_path)
+        crate::files::replace(
+            &self.cursor_path,
+            format!("{} {}\n", self.acked.segment, self.acked.offset).as_bytes(),
+        )
     }
 
     fn release_acked(&mut self) {

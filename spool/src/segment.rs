@@ -57,7 +57,7 @@ pub struct SegmentReader {
 
 impl SegmentReader {
     pub fn open(path: &Path, offset: u64, limit: u64) -> io::Result<Self> {
-        let mut file = File::open(path)?;
+        let mut file = crate::files::open_read(path)?;
         file.seek(SeekFrom::Start(offset))?;
         Ok(Self {
             file: BufReader::with_capacity(1 << 20, file),

@@ -2,7 +2,7 @@
 //! the size bound.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -36,6 +36,9 @@ pub struct WriterOptions {
     /// A segment is closed and a new one started beyond this size.
     pub segment_bytes: u64,
     pub fsync: Fsync,
+    /// Group given to the directory (setgid, so its files take it too):
+    /// who may read the spool besides its owner. `None`: the owner only.
+    pub group: Option<u32>,
 }
 
 /// What a restart found in the spool directory.
@@ -79,7 +82,7 @@ fn now_ms() -> i64 {
 
 fn lock_dir(opts: &WriterOptions) -> io::Result<File> {
     let path = opts.dir.join("lock");
-    let file = OpenOptions::new()
+    let file = crate::files::options()
         .create(true)
         .truncate(false)
         .write(true)
@@ -107,7 +110,7 @@ impl SpoolWriter {
     /// Open (or create) a spool directory, recovering what a previous run left:
     /// segments, sequence numbers, and a record torn by a crash at the end.
     pub fn open(opts: WriterOptions) -> io::Result<(Self, Recovery)> {
-        std::fs::create_dir_all(&opts.dir)?;
+        crate::files::prepare_dir(&opts.dir, opts.group)?;
         let lock = lock_dir(&opts)?;
         let mut ids: Vec<u64> = std::fs::read_dir(&opts.dir)?
             .filter_map(|e| e.ok())
@@ -161,7 +164,7 @@ impl SpoolWriter {
             if valid_end < len && Some(*id) == last {
                 // the newest segment ends in a record torn by a crash: cut it
                 // off, so the numbers it would have used are reused, not skipped
-                OpenOptions::new()
+                crate::files::options()
                     .write(true)
                     .open(&path)?
                     .set_len(valid_end)?;
@@ -200,7 +203,7 @@ impl SpoolWriter {
         next_seq: &BTreeMap<EventKind, u64>,
     ) -> io::Result<(File, u64)> {
         let path = segment::path_of(&opts.dir, id);
-        let mut file = OpenOptions::new()
+        let mut file = crate::files::options()
             .create_new(true)
             .write(true)
             .open(&path)?;

@@ -14,6 +14,7 @@ fn options(dir: &Path, max_bytes: u64, segment_bytes: u64) -> WriterOptions {
         max_bytes,
         segment_bytes,
         fsync: Fsync::Never,
+        group: None,
     }
 }
 

@@ -14,6 +14,7 @@ fn writer(dir: &Path, max_bytes: u64, segment_bytes: u64) -> SpoolWriter {
         max_bytes,
         segment_bytes,
         fsync: Fsync::Never,
+        group: None,
     })
     .unwrap()
     .0

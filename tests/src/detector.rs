@@ -245,6 +245,7 @@ impl TestSpool {
             max_bytes: 1 << 30,
             segment_bytes: 256 << 10,
             fsync: Fsync::Never,
+            group: None,
         })
         .expect("open spool");
         TestSpool { writer }

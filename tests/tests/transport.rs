@@ -589,3 +589,56 @@ fn a_pipeline_error_still_spools_what_it_printed() {
         log()
     );
 }
+
+#[test]
+fn the_spool_is_private_and_an_unsafe_data_directory_is_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // a data directory others can write to: refused at start, with the reason
+    let open = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = open.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[metrics]\nlisten = \"\"\n",
+            open.path().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(vigil_e2e::workspace_bin("vigil-collector"))
+        .args(["--config", config.to_str().unwrap(), "--output", "spool"])
+        .output()
+        .expect("run vigil-collector");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started in a 0777 data directory");
+    assert!(
+        stderr.contains("writable by group or others")
+            && stderr.contains(&open.path().display().to_string()),
+        "{stderr}"
+    );
+    assert!(!open.path().join("spool").exists(), "spooled anyway");
+
+    // a proper one: the spool directory is 0750 (setgid with a group), its files 0640
+    let data = tempfile::tempdir().unwrap();
+    let options = StartOptions {
+        output: "spool",
+        data_dir: Some(data.path().to_path_buf()),
+    };
+    let c = Collector::start_with("[metrics]\nlisten = \"\"\n", options);
+    std::thread::sleep(Duration::from_millis(500));
+    c.stop();
+    let spool = data.path().join("spool");
+    let mode = std::fs::metadata(&spool).unwrap().mode() & 0o7777;
+    assert!(
+        mode == 0o750 || mode == 0o2750,
+        "spool directory mode {mode:04o}"
+    );
+    let mut files = 0;
+    for entry in std::fs::read_dir(&spool).unwrap() {
+        let entry = entry.unwrap();
+        let mode = entry.metadata().unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o640, "{} is {mode:03o}", entry.path().display());
+        files += 1;
+    }
+    assert!(files >= 2, "a lock and a segment at least");
+}

@@ -194,6 +194,7 @@ mod tests {
             max_bytes: 1 << 30,
             segment_bytes: 1 << 20,
             fsync: Fsync::Never,
+            group: None,
         })
         .unwrap();
         let spool = writer.spool();
