@@ -65,6 +65,10 @@ impl Default for StartOptions {
 pub struct Collector {
     child: Child,
     events: Arc<Mutex<Vec<Value>>>,
+    /// The stdout reader: it reads to the end and returns the first line it
+    /// could not take (not JSON, not UTF-8), which fails the test.
+    reader: Option<std::thread::JoinHandle<()>>,
+    reader_error: Arc<Mutex<Option<String>>>,
     raw: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     _dir: tempfile::TempDir,
@@ -113,23 +117,12 @@ impl Collector {
 
         let events = Arc::new(Mutex::new(Vec::new()));
         let raw = Arc::new(Mutex::new(String::new()));
+        let reader_error = Arc::new(Mutex::new(None));
         let stdout = child.stdout.take().unwrap();
-        {
-            let (events, raw) = (events.clone(), raw.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-                        panic!("collector printed a line that is not JSON ({e}): {line}")
-                    });
-                    let mut r = raw.lock().unwrap_or_else(|p| p.into_inner());
-                    r.push_str(&line);
-                    r.push('\n');
-                    drop(r);
-                    events.lock().unwrap_or_else(|p| p.into_inner()).push(v);
-                }
-            });
-        }
+        let reader = {
+            let (events, raw, error) = (events.clone(), raw.clone(), reader_error.clone());
+            std::thread::spawn(move || read_events(stdout, &events, &raw, &error))
+        };
         let stderr = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         {
@@ -154,6 +147,8 @@ impl Collector {
         let mut c = Collector {
             child,
             events,
+            reader: Some(reader),
+            reader_error,
             raw,
             stderr,
             _dir: dir,
@@ -192,13 +187,42 @@ impl Collector {
     }
 
     pub fn events(&self) -> Vec<Value> {
+        self.check_reader();
         self.events.lock().unwrap().clone()
+    }
+
+    /// Fail the test if stdout held something that is not an event.
+    fn check_reader(&self) {
+        if let Some(e) = self.reader_error.lock().unwrap().as_ref() {
+            panic!("{e}");
+        }
+    }
+
+    /// Wait for the reader to take the last lines (stdout closes with the
+    /// process), then check it took them all.
+    fn join_reader(&mut self) {
+        let Some(reader) = self.reader.take() else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !reader.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "the collector's stdout did not close within 30 s of its exit"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if reader.join().is_err() {
+            panic!("the stdout reader thread panicked");
+        }
+        self.check_reader();
     }
 
     /// Wait until an event satisfies `pred`; panics with context after `timeout`.
     pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
+            self.check_reader();
             if let Some(v) = self.events.lock().unwrap().iter().find(|v| pred(v)) {
                 return v.clone();
             }
@@ -229,7 +253,7 @@ impl Collector {
     pub fn kill(mut self) -> Vec<Value> {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        std::thread::sleep(Duration::from_millis(200));
+        self.join_reader();
         self.events()
     }
 
@@ -252,8 +276,7 @@ impl Collector {
             "collector exited with {status}:\n{}",
             self.stderr()
         );
-        // give the reader thread a moment to take the last lines
-        std::thread::sleep(Duration::from_millis(200));
+        self.join_reader();
         // shown by the test runner only when the test fails
         println!("--- collector stderr ---\n{}", self.stderr());
         self.events()
@@ -264,6 +287,38 @@ impl Drop for Collector {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Read the collector's stdout to its end: each line an event (JSON). The
+/// first line that is not is kept in `error` (reading goes on).
+fn read_events(
+    stdout: std::process::ChildStdout,
+    events: &Mutex<Vec<Value>>,
+    raw: &Mutex<String>,
+    error: &Mutex<Option<String>>,
+) {
+    let fail = |message: String| {
+        error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(message);
+    };
+    for line in BufReader::new(stdout).lines() {
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => return fail(format!("cannot read the collector's stdout: {e}")),
+        };
+        let mut r = raw.lock().unwrap_or_else(|p| p.into_inner());
+        r.push_str(&line);
+        r.push('\n');
+        drop(r);
+        match serde_json::from_str::<Value>(&line) {
+            Ok(v) => events.lock().unwrap_or_else(|p| p.into_inner()).push(v),
+            Err(e) => fail(format!(
+                "collector printed a line that is not JSON ({e}): {line}"
+            )),
+        }
     }
 }
 
@@ -291,4 +346,28 @@ pub fn marker(prefix: &str) -> String {
         .unwrap()
         .subsec_nanos();
     format!("{prefix}{}x{nanos:x}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_that_is_not_an_event_is_kept_as_the_error_and_reading_goes_on() {
+        let mut child = Command::new("sh")
+            .args(["-c", r#"printf '{"a":1}\nnot json\n{"b":2}\n'"#])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (events, raw, error) = (Mutex::default(), Mutex::default(), Mutex::default());
+        read_events(child.stdout.take().unwrap(), &events, &raw, &error);
+        child.wait().unwrap();
+        assert_eq!(events.lock().unwrap().len(), 2, "read to the end");
+        let error = error.lock().unwrap().clone().expect("an error");
+        assert!(
+            error.contains("not JSON") && error.contains("not json"),
+            "{error}"
+        );
+        assert_eq!(raw.lock().unwrap().lines().count(), 3);
+    }
 }
