@@ -109,6 +109,7 @@ impl SpoolReader {
                 }
             };
             reader.set_limit(limit);
+            reader.set_sealed(sealed);
             match reader.next_record()? {
                 Next::Record(record) => {
                     self.pos.offset = record.end;

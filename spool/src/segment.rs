@@ -53,6 +53,7 @@ pub struct SegmentReader {
     file: BufReader<File>,
     pos: u64,
     limit: u64,
+    sealed: bool,
 }
 
 impl SegmentReader {
@@ -63,7 +64,24 @@ impl SegmentReader {
             file: BufReader::with_capacity(1 << 20, file),
             pos: offset,
             limit,
+            sealed: false,
         })
+    }
+
+    /// The segment is complete (a newer one exists): a record running past
+    /// its end cannot be one still being written, so it is corrupt (a
+    /// damaged length), skipped and reported rather than taken for the end.
+    pub fn set_sealed(&mut self, sealed: bool) {
+        self.sealed = sealed;
+    }
+
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
+    }
+
+    /// Where the next record starts.
+    pub fn pos(&self) -> u64 {
+        self.pos
     }
 
     pub fn set_limit(&mut self, limit: u64) {
@@ -87,6 +105,9 @@ impl SegmentReader {
         };
         let end = offset + (HEADER_LEN as u64) + u64::from(header.len);
         if end > self.limit {
+            if self.sealed {
+                return self.resync(offset, "record length past the end of its sealed segment");
+            }
             // a record cut short: torn by a crash, or still being written
             self.file.seek(SeekFrom::Start(offset))?;
             return Ok(Next::End);

@@ -100,6 +100,16 @@ impl SpoolTail {
                             reader.set_limit(m.len());
                             continue;
                         }
+                        // sealed, yet a record runs past its end: a damaged
+                        // length, skipped and reported once read as sealed
+                        Ok(_)
+                            if newer.is_some()
+                                && !reader.is_sealed()
+                                && reader.pos() < reader.limit() =>
+                        {
+                            reader.set_sealed(true);
+                            continue;
+                        }
                         // nothing new, or gone: retired or evicted after it was
                         // read to its end (the open file still held the rest)
                         Ok(_) => {}

@@ -127,6 +127,7 @@ impl SpoolWriter {
             let path = segment::path_of(&opts.dir, *id);
             let len = std::fs::metadata(&path)?.len();
             let mut reader = SegmentReader::open(&path, 0, len)?;
+            reader.set_sealed(Some(*id) != last);
             let mut meta = SegmentMeta {
                 sealed: true,
                 ..Default::default()

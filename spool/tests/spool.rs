@@ -284,3 +284,55 @@ fn a_second_writer_on_the_same_directory_is_refused() {
         .to_string();
     assert!(err.contains("in use by another collector"), "{err}");
 }
+
+#[test]
+fn a_damaged_length_in_a_sealed_segment_is_counted_and_the_rest_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut w, _) = SpoolWriter::open(options(dir.path(), 1 << 30, 1 << 20)).unwrap();
+    for _ in 0..5 {
+        append(&mut w, EventKind::File, 7);
+    }
+    // a second writer run seals the first segment and writes more after it
+    let spool_dir = dir.path().to_path_buf();
+    drop(w);
+    let (mut w, _) = SpoolWriter::open(options(&spool_dir, 1 << 30, 1 << 20)).unwrap();
+    append(&mut w, EventKind::File, 7);
+    // the second batch's length field claims far more than the segment holds
+    let seg = dir.path().join("00000000000000000001.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let needle = b"file-2-";
+    let payload_at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
+    let len_at = payload_at - 32 + 8;
+    bytes[len_at..len_at + 4].copy_from_slice(&(1u32 << 20).to_le_bytes());
+    std::fs::write(&seg, &bytes).unwrap();
+
+    // a reader in another process (the detector's tail), before the
+    // collector's own reader acknowledges and deletes the segment
+    let mut tail = vigil_spool::SpoolTail::open(dir.path(), Default::default());
+    let (mut seqs, mut damaged) = (Vec::new(), 0);
+    loop {
+        match tail.next_batch().unwrap() {
+            vigil_spool::Tailed::Batch { record, .. } => seqs.push(record.header.seq),
+            vigil_spool::Tailed::Corrupt { .. } => damaged += 1,
+            vigil_spool::Tailed::Skipped { .. } => panic!("nothing was deleted"),
+            vigil_spool::Tailed::Idle => break,
+        }
+    }
+    assert_eq!((seqs, damaged), (vec![1, 3, 4, 5, 6], 1));
+    let spool = w.spool();
+    let mut r = SpoolReader::open(spool.clone(), "test").unwrap();
+    let (got, corrupt) = drain(&mut r);
+    // the collector's own reader: not taken for the end of the segment either
+    assert_eq!(got.iter().map(|b| b.1).collect::<Vec<_>>(), [1, 3, 4, 5, 6]);
+    assert_eq!(corrupt, 1);
+    assert_eq!(
+        spool
+            .counters
+            .corrupt_records
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
