@@ -141,6 +141,8 @@ fn layout_probe(clang: &str, ebpf_dir: &Path, out: &Path) {
             ));
         }
     }
+    // the argument buffer's size: /proc command lines are cut to it too
+    c.push_str("printf(\"pub const VIGIL_ARGS_LEN: usize = %d;\\n\", VIGIL_ARGS_LEN);\n");
     c.push_str("return 0; }\n");
     let src = out.join("layout_probe.c");
     let bin = out.join("layout_probe");

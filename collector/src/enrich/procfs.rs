@@ -12,6 +12,21 @@ use super::redact::Redactor;
 /// /proc reports start times in clock ticks (USER_HZ, 100 on Linux).
 pub const NS_PER_TICK: u64 = 10_000_000;
 
+/// A process's command line as BPF would have copied it: at most
+/// [`ARGS_LEN`](crate::source::records::ARGS_LEN) bytes (a process can make
+/// its own megabytes long), and whether it was cut.
+fn read_cmdline(path: &Path) -> (Vec<u8>, bool) {
+    use std::io::Read;
+    let max = crate::source::records::ARGS_LEN;
+    let mut raw = Vec::new();
+    if let Ok(f) = fs::File::open(path) {
+        let _ = f.take(max as u64 + 1).read_to_end(&mut raw);
+    }
+    let cut = raw.len() > max;
+    raw.truncate(max);
+    (raw, cut)
+}
+
 /// Read one process from /proc; None when it is gone or is a kernel thread.
 pub fn read_process(proc_root: &Path, pid: u32, redactor: &Redactor) -> Option<ProcEntry> {
     let dir = proc_root.join(pid.to_string());
@@ -42,7 +57,7 @@ pub fn read_process(proc_root: &Path, pid: u32, redactor: &Redactor) -> Option<P
     let uid = id_field("Uid:");
     let gid = id_field("Gid:");
 
-    let raw_args = fs::read(dir.join("cmdline")).unwrap_or_default();
+    let (raw_args, args_cut) = read_cmdline(&dir.join("cmdline"));
     let mut args = crate::source::records::argv(&raw_args);
     redactor.redact_args(&mut args);
     let exe = fs::read_link(dir.join("exe"))
@@ -79,7 +94,7 @@ pub fn read_process(proc_root: &Path, pid: u32, redactor: &Redactor) -> Option<P
         cgroup_id: 0,
         cgroup,
         source: Source::Procfs,
-        truncated: false,
+        truncated: args_cut,
         agent: None,
         parent_exe: String::new(),
         parent_uid_exec: String::new(),
@@ -205,6 +220,43 @@ mod tests {
         assert_eq!(me.cwd, std::env::current_dir().unwrap().to_string_lossy());
         assert_eq!(me.ppid, nix::unistd::getppid().as_raw() as u32);
         assert!(me.start_boottime_ns > 0 && me.start_boottime_ns <= boot_now_ns());
+    }
+
+    #[test]
+    fn a_huge_command_line_is_cut_like_bpf_and_marked() {
+        // a process whose argv is 512 KiB: read at most ARGS_LEN of it
+        let long = "a".repeat(64 << 10);
+        // (sh ignores its extra arguments; `; :` keeps it from exec'ing sleep)
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30; :", "sh"])
+            .args(std::iter::repeat_n(&long, 8))
+            .spawn()
+            .unwrap();
+        let r = Redactor::new(&[], &[]).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let entry = loop {
+            // until the child has exec'd sh (before, it is a copy of us)
+            let e = read_process(Path::new("/proc"), child.id(), &r);
+            if e.as_ref().is_none_or(|e| e.comm == "sh") || Instant::now() > deadline {
+                break e;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        let entry = entry.expect("the child in /proc");
+        assert!(
+            entry.truncated,
+            "comm {} args {}",
+            entry.comm,
+            entry.args.len()
+        );
+        assert_eq!(entry.args[..3], ["sh", "-c", "sleep 30; :"]);
+        let copied: usize = entry.args.iter().map(|a| a.len() + 1).sum();
+        assert!(copied <= crate::source::records::ARGS_LEN + 1, "{copied}");
+        // a short one is whole and not marked
+        let me = read_process(Path::new("/proc"), std::process::id(), &r).unwrap();
+        assert!(!me.truncated);
     }
 
     #[test]

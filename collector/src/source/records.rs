@@ -10,6 +10,9 @@ use std::mem::size_of;
 use thiserror::Error;
 
 pub const COMM_LEN: usize = 16;
+/// Bytes of argv the BPF program copies (`VIGIL_ARGS_LEN`); command lines
+/// read from /proc are cut to the same.
+pub const ARGS_LEN: usize = 4096;
 /// VIGIL_INHERIT_FDS: the kernel copies (at fork) and flushes (at exit) fds below this.
 pub const INHERIT_FDS: i32 = 32;
 
@@ -440,6 +443,7 @@ mod tests {
         assert_eq!(offset_of!(Exec, exe_len), c::VIGIL_EXEC_EXE_LEN);
         assert_eq!(offset_of!(Exec, cwd_len), c::VIGIL_EXEC_CWD_LEN);
         assert_eq!(offset_of!(Exec, args_len), c::VIGIL_EXEC_ARGS_LEN);
+        assert_eq!(ARGS_LEN, c::VIGIL_ARGS_LEN);
 
         assert_eq!(size_of::<Fork>(), c::VIGIL_FORK_SIZE);
         assert_eq!(offset_of!(Fork, child_pid), c::VIGIL_FORK_CHILD_PID);
