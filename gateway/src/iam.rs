@@ -18,20 +18,31 @@ pub const LIFETIME_SECS: u64 = 3600;
 /// Longest bearer opened: a token is at most a few hundred bytes.
 const MAX_BEARER: usize = 4096;
 
-/// The `apikey` field of an IAM token request (a form body).
-pub fn api_key(form: &[u8]) -> Option<String> {
-    let form = std::str::from_utf8(form).ok()?;
-    form.split('&').find_map(|pair| {
-        let (name, value) = pair.split_once('=')?;
-        if name != "apikey" {
-            return None;
-        }
-        let value = value.replace('+', " ");
-        let decoded = percent_encoding::percent_decode_str(&value)
-            .decode_utf8()
-            .ok()?;
-        Some(decoded.into_owned())
-    })
+/// The `apikey` field of an IAM token request (a form body); an error for
+/// a body read two ways (two keys: which one would IAM take?) or not at all.
+pub fn api_key(form: &[u8]) -> Result<Option<String>, &'static str> {
+    let form = std::str::from_utf8(form).map_err(|_| "the form is not UTF-8")?;
+    let mut keys = form
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(name, _)| *name == "apikey");
+    let Some((_, value)) = keys.next() else {
+        return Ok(None);
+    };
+    if keys.next().is_some() {
+        return Err("the form carries more than one apikey");
+    }
+    let value = value.replace('+', " ");
+    let decoded = percent_encoding::percent_decode_str(&value)
+        .decode_utf8()
+        .map_err(|_| "the apikey is not UTF-8")?;
+    Ok(Some(decoded.into_owned()))
+}
+
+/// Whether a header value carries a bearer minted here: it must never
+/// reach a provider (it holds an agent's gateway token).
+pub fn is_minted(value: &str) -> bool {
+    value.contains(&format!("{HEADER}."))
 }
 
 /// A bearer carrying `token`, issued at `now_s` (Unix seconds).
@@ -117,9 +128,13 @@ mod tests {
     #[test]
     fn the_api_key_is_read_from_the_form() {
         let form = b"grant_type=urn%3Aibm%3Aparams%3Aoauth%3Agrant-type%3Aapikey&apikey=k%2By+z";
-        assert_eq!(api_key(form).as_deref(), Some("k+y z"));
-        assert_eq!(api_key(b"grant_type=x"), None);
-        assert_eq!(api_key(b"apikey=%FF"), None);
-        assert_eq!(api_key(&[0xff, 0xfe]), None);
+        assert_eq!(api_key(form), Ok(Some("k+y z".into())));
+        assert_eq!(api_key(b"grant_type=x"), Ok(None));
+        assert!(api_key(b"apikey=%FF").is_err());
+        assert!(api_key(&[0xff, 0xfe]).is_err());
+        // which one would IAM take? neither
+        assert!(api_key(b"apikey=a&apikey=b").is_err());
+        assert!(is_minted(&format!("Bearer {}", bearer("t", 1))));
+        assert!(!is_minted("Bearer eyJhbGciOiJSUzI1NiJ9.e30.x"));
     }
 }

@@ -635,7 +635,24 @@ async fn iam_exchange(
         Ok(b) => b,
         Err(e) => return refuse_body(record, e),
     };
-    let key = crate::iam::api_key(&bytes);
+    // a body IAM could read otherwise than here is not relayed
+    let key = if encoded(&parts.headers) {
+        Err("a compressed or encoded form cannot be read: send it with Content-Encoding identity")
+    } else {
+        crate::iam::api_key(&bytes)
+    };
+    let key = match key {
+        Ok(key) => key,
+        Err(why) => {
+            metrics::add(&shared.metrics.limit_hits, 1);
+            record.job.parse_error = Some(why.to_string());
+            return record.deny(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "iam_form",
+                why.into(),
+            ));
+        }
+    };
     match shared
         .tokens
         .identify(key.as_deref(), record.caller.agent())
@@ -747,6 +764,18 @@ fn admit(
             }
             PolicyMode::Monitor => record.monitored("allowlist", message),
         }
+    }
+    // a bearer minted here holds an agent's gateway token: never upstream
+    let minted = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(crate::iam::is_minted));
+    if minted && route.credential.is_none() {
+        let message = format!(
+            "a bearer minted by the gateway is not relayed to {} (the route holds no credential to put in its place)",
+            route.provider.name()
+        );
+        return Err(record.deny(Refusal::new(StatusCode::FORBIDDEN, "token", message)));
     }
     let presented = route.presented_token(headers);
     match shared

@@ -222,6 +222,31 @@ quantum-agent = "{token}"
     );
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(r.json()["error"]["limit"], "token");
+    // a form IAM might read otherwise (two keys) is refused, not relayed
+    let r = http(
+        pair.addr(),
+        "POST",
+        "/iam/identity/token",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        format!("apikey=x&apikey={agent_token}").as_bytes(),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["error"]["limit"], "iam_form");
+    // a bearer the gateway minted never goes to a route holding no
+    // credential to put in its place (it carries the agent's token)
+    let minted = format!(
+        "Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6InZpZ2lsLWdhdGV3YXkifQ.e30.{}",
+        "cXVhbnR1bS1hZ2VudC1nYXRld2F5LXRva2VuLTUxYzM"
+    );
+    let r = http(
+        pair.addr(),
+        "POST",
+        "/iam/identity/token",
+        &[("Authorization", minted.as_str())],
+        b"grant_type=x",
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("minted"), "{}", r.body);
     c.wait_for("the refused IAM exchange", WAIT, |v| {
         v["kind"] == "quantum_job"
             && job(v)["operation"] == "iam_token"

@@ -34,7 +34,17 @@ pub fn holds_within(
     local: SocketAddr,
     max_fds: usize,
 ) -> Option<bool> {
-    let Some((inode, _)) = client_socket(proc_root, peer, local) else {
+    // bounded means sock_diag only: the /proc/net/tcp fallback reads every
+    // socket of the host, which local users can make many
+    let inode = if max_fds == usize::MAX {
+        client_socket(proc_root, peer, local).map(|(inode, _)| inode)
+    } else {
+        match sock_diag::find(peer, local) {
+            Ok(found) => found.map(|f| f.inode).filter(|i| *i != 0),
+            Err(_) => return None,
+        }
+    };
+    let Some(inode) = inode else {
         return Some(false);
     };
     fd_on_within(proc_root, pid, &format!("socket:[{inode}]"), max_fds)

@@ -98,7 +98,6 @@ impl Batcher {
             since: Instant::now(),
             acks: Vec::new(),
         });
-        pending.acks.extend(ack);
         if pending.rows.len() == 0 {
             pending.since = Instant::now();
         }
@@ -109,6 +108,8 @@ impl Batcher {
                 *count += 1;
             }
         }
+        // only once the row is in: a failed append must not be acknowledged
+        pending.acks.extend(ack);
         if pending.rows.len() >= self.max_events || pending.rows.bytes() >= self.max_bytes {
             self.flush(kind);
         }
