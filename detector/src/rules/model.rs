@@ -154,6 +154,10 @@ impl fmt::Display for RuleError {
 /// fills them in at each evaluation.
 pub const BUILTIN_PARAMS: [&str; 2] = ["now", "lookback_start"];
 
+/// Longest duration a rule may give: a year (and nothing that overflows
+/// when turned into milliseconds).
+const MAX_DURATION_MS: u64 = 366 * 86_400_000;
+
 /// Parse a duration such as `500ms`, `30s`, `15m`, `2h`, `1d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
@@ -164,19 +168,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: u64 = n
         .parse()
         .map_err(|_| format!("duration {text:?} does not start with a number"))?;
-    let ms = match unit {
-        "ms" => n,
-        "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        "d" => n * 86_400_000,
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
         other => {
             return Err(format!(
                 "duration {text:?}: unknown unit {other:?} (ms, s, m, h, d)"
             ))
         }
     };
-    Ok(Duration::from_millis(ms))
+    match n.checked_mul(unit_ms) {
+        Some(ms) if ms <= MAX_DURATION_MS => Ok(Duration::from_millis(ms)),
+        _ => Err(format!("duration {text:?} is longer than a year (366d)")),
+    }
 }
 
 /// Every `*.yaml`/`*.yml` file in `dir`, sorted, loaded one by one: a broken
@@ -529,5 +536,10 @@ examples:
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("m").is_err());
+        // found by fuzzing (rule_yaml): the product overflowed u64
+        let e = parse_duration("0000000000000009632337040368467960h").unwrap_err();
+        assert!(e.contains("longer than a year"), "{e}");
+        assert!(parse_duration("367d").is_err());
+        assert_eq!(parse_duration("366d").unwrap(), Duration::from_secs(366 * 86_400));
     }
 }
