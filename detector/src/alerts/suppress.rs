@@ -18,6 +18,9 @@ pub struct Suppressor {
     open: HashMap<(String, String), Alert>,
     /// Alerts changed since the last [`Suppressor::take_changed`].
     changed: BTreeSet<(String, String)>,
+    /// Changed alerts no longer open (a later one of their group took their
+    /// place before they were taken): still to be written.
+    closed: Vec<Alert>,
 }
 
 impl Suppressor {
@@ -78,17 +81,24 @@ impl Suppressor {
                 return;
             }
         }
-        self.open.insert(key.clone(), candidate);
+        // the alert this one replaces may not have been written yet
+        if let Some(old) = self.open.insert(key.clone(), candidate) {
+            if self.changed.contains(&key) {
+                self.closed.push(old);
+            }
+        }
         self.changed.insert(key);
     }
 
     /// The versions to write: every alert raised or merged into since the
     /// last call, stamped `detected_at`.
     pub fn take_changed(&mut self, now_wall_ms: i64) -> Vec<Alert> {
-        let mut out: Vec<Alert> = std::mem::take(&mut self.changed)
-            .into_iter()
-            .filter_map(|k| self.open.get(&k).cloned())
-            .collect();
+        let mut out: Vec<Alert> = std::mem::take(&mut self.closed);
+        out.extend(
+            std::mem::take(&mut self.changed)
+                .into_iter()
+                .filter_map(|k| self.open.get(&k).cloned()),
+        );
         for a in &mut out {
             a.detected_at = now_wall_ms;
         }
@@ -201,6 +211,20 @@ mod tests {
             (out[0].id.as_str(), out[0].count),
             (id("h/a", later).as_str(), 2)
         );
+    }
+
+    #[test]
+    fn suppress_writes_both_alerts_when_the_second_comes_before_the_first_is_taken() {
+        // one evaluation finds a group twice, more than a period apart (a
+        // lookback longer than the suppress period, or catching up)
+        let r = rule("10m");
+        let mut s = Suppressor::default();
+        let later = T + 11 * MIN;
+        s.offer(&r, &finding("h/a", T, &[]), 1);
+        s.offer(&r, &finding("h/a", later, &[]), 1);
+        let ids: Vec<String> = s.take_changed(1).into_iter().map(|a| a.id).collect();
+        assert_eq!(ids, [id("h/a", T), id("h/a", later)]);
+        assert!(s.take_changed(2).is_empty());
     }
 
     #[test]
