@@ -540,6 +540,9 @@ examples:
         let e = parse_duration("0000000000000009632337040368467960h").unwrap_err();
         assert!(e.contains("longer than a year"), "{e}");
         assert!(parse_duration("367d").is_err());
-        assert_eq!(parse_duration("366d").unwrap(), Duration::from_secs(366 * 86_400));
+        assert_eq!(
+            parse_duration("366d").unwrap(),
+            Duration::from_secs(366 * 86_400)
+        );
     }
 }
