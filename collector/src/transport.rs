@@ -26,11 +26,11 @@ impl Transport {
     /// Open (and recover) the spool, start its writer, make the shipper.
     pub fn open(config: &Config, host: Host, metrics: Arc<Metrics>) -> anyhow::Result<Transport> {
         let dir = config.spool_dir();
-        // events of every user: a data directory others can write to is refused
-        if config.data_dir.exists() {
-            vigil_spool::files::check_owned(&config.data_dir)
-                .context("the data directory is not safe to keep events in")?;
-        }
+        // events of every user: a data directory others can write to is
+        // refused; the spool's readers (its group) may enter it
+        let group = spool_group(&config.spool.group);
+        vigil_spool::files::prepare_dir(&config.data_dir, group)
+            .context("the data directory is not safe to keep events in")?;
         let (writer, recovery) = vigil_spool::SpoolWriter::open(vigil_spool::WriterOptions {
             dir: dir.clone(),
             host_id: host.host_id.clone(),
@@ -43,7 +43,7 @@ impl Transport {
                 )),
                 FsyncPolicy::Never => vigil_spool::Fsync::Never,
             },
-            group: spool_group(&config.spool.group),
+            group,
         })
         .with_context(|| format!("cannot open the spool {}", dir.display()))?;
         info!(spool = %dir.display(), segments = recovery.segments, batches = recovery.batches,

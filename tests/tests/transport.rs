@@ -628,11 +628,17 @@ fn the_spool_is_private_and_an_unsafe_data_directory_is_refused() {
     std::thread::sleep(Duration::from_millis(500));
     c.stop();
     let spool = data.path().join("spool");
-    let mode = std::fs::metadata(&spool).unwrap().mode() & 0o7777;
-    assert!(
-        mode == 0o750 || mode == 0o2750,
-        "spool directory mode {mode:04o}"
-    );
+    // the data directory too: the spool's readers must be able to enter it
+    for dir in [data.path(), spool.as_path()] {
+        let meta = std::fs::metadata(dir).unwrap();
+        let mode = meta.mode() & 0o7777;
+        assert!(
+            mode == 0o750 || mode == 0o2750,
+            "{} mode {mode:04o}",
+            dir.display()
+        );
+        assert_eq!(meta.gid(), std::fs::metadata(&spool).unwrap().gid());
+    }
     let mut files = 0;
     for entry in std::fs::read_dir(&spool).unwrap() {
         let entry = entry.unwrap();
