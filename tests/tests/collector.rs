@@ -545,9 +545,11 @@ fn missing_bpf_capability_is_explained() {
     let bin = dir.path().join("vigil-collector");
     std::fs::copy(vigil_e2e::workspace_bin("vigil-collector"), &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // printed only: no spool, whose data directory (/tmp) would be refused first
     let out = Command::new(&bin)
         .arg("--config")
         .arg(&path)
+        .args(["--output", "stdout"])
         .uid(65534)
         .gid(65534)
         .output()
