@@ -218,10 +218,18 @@ impl SpoolWriter {
             created_ms: now_ms(),
         }
         .encode();
-        file.write_all(&header)?;
-        if opts.fsync != Fsync::Never {
-            file.sync_data()?;
-            sync_dir(&opts.dir)?;
+        let written = file.write_all(&header).and_then(|()| {
+            if opts.fsync != Fsync::Never {
+                file.sync_data()?;
+                sync_dir(&opts.dir)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = written {
+            // a file left half made (a full disk) would refuse every later
+            // roll (create_new) even once there is room again
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
         }
         let len = header.len() as u64;
         spool.state().segments.insert(
@@ -327,11 +335,13 @@ impl SpoolWriter {
         if self.opts.fsync != Fsync::Never {
             self.sync()?;
         }
+        // sealed only once the next one exists: a failed roll leaves the
+        // current segment the one being written
+        let next = self.active + 1;
+        let (file, len) = Self::create_segment(&self.opts, &self.spool, next, &self.next_seq)?;
         if let Some(meta) = self.spool.state().segments.get_mut(&self.active) {
             meta.sealed = true;
         }
-        let next = self.active + 1;
-        let (file, len) = Self::create_segment(&self.opts, &self.spool, next, &self.next_seq)?;
         self.file = file;
         self.active = next;
         self.len = len;

@@ -336,3 +336,71 @@ fn a_damaged_length_in_a_sealed_segment_is_counted_and_the_rest_is_read() {
         1
     );
 }
+
+#[test]
+fn a_roll_that_fails_for_lack_of_room_is_retried_once_there_is_room() {
+    // a 64 KiB tmpfs (this test needs root, as the collector does)
+    let mount = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(mount.path())
+        .status()
+        .expect("run mount");
+    assert!(status.success(), "mounting a tmpfs needs root");
+    let _unmount = Unmount(mount.path().to_path_buf());
+    let dir = mount.path().join("spool");
+    let (mut w, _) = SpoolWriter::open(options(&dir, 1 << 30, 4096)).unwrap();
+    // fill the file system with segments; appends (and rolls) fail
+    let mut failed = 0;
+    for _ in 0..400 {
+        let seq = w.next_seq(EventKind::File);
+        if w.append(
+            EventKind::File,
+            Encoding::Json,
+            1,
+            &payload(EventKind::File, seq),
+        )
+        .is_err()
+        {
+            failed += 1;
+            if failed == 3 {
+                break;
+            }
+        }
+    }
+    assert_eq!(failed, 3, "the 64 KiB file system never filled");
+    // room again (the oldest segments go, as a reader would delete them)
+    let segments: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    let mut sorted = segments.clone();
+    sorted.sort();
+    for old in &sorted[..sorted.len().saturating_sub(2)] {
+        std::fs::remove_file(old).unwrap();
+    }
+    let seq = w.next_seq(EventKind::File);
+    let appended = w.append(
+        EventKind::File,
+        Encoding::Json,
+        1,
+        &payload(EventKind::File, seq),
+    );
+    assert!(
+        appended.is_ok(),
+        "still failing once there is room: {appended:?}"
+    );
+}
+
+/// Unmounts (lazily: files may still be open) when the test ends, passed or not.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
