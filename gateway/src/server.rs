@@ -569,16 +569,7 @@ async fn handle(
         let upstream = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
         return relay(upstream, record).await;
     }
-    let limits = &shared.config.limits;
-    let whole = body::read(
-        body,
-        parts.headers.get(header::CONTENT_LENGTH),
-        shared.config.max_body_bytes,
-        limits.small_body_bytes,
-        &shared.body_budget,
-        Duration::from_millis(limits.body_timeout_ms),
-    )
-    .await;
+    let whole = read_whole(&shared, &parts.headers, body, shared.config.max_body_bytes).await;
     let (bytes, _held) = match whole {
         Ok(b) => b,
         Err(e) => return refuse_body(record, e),
@@ -612,6 +603,26 @@ async fn handle(
     relay(Request::from_parts(parts, full(bytes)), record).await
 }
 
+/// A request body read whole, up to `max` bytes, within the body timeout
+/// and the shared memory budget.
+async fn read_whole(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: Incoming,
+    max: usize,
+) -> Result<(Bytes, body::Held), BodyError> {
+    let limits = &shared.config.limits;
+    body::read(
+        body,
+        headers.get(header::CONTENT_LENGTH),
+        max,
+        limits.small_body_bytes,
+        &shared.body_budget,
+        Duration::from_millis(limits.body_timeout_ms),
+    )
+    .await
+}
+
 /// The IAM exchange: an agent presenting its gateway token as its API key
 /// gets a bearer carrying that token, minted here (see [`crate::iam`]);
 /// the token of another agent is refused; any other key goes to IAM as sent.
@@ -621,16 +632,8 @@ async fn iam_exchange(
     mut parts: http::request::Parts,
     body: Incoming,
 ) -> Response<Body> {
-    let limits = &shared.config.limits;
-    let whole = body::read(
-        body,
-        parts.headers.get(header::CONTENT_LENGTH),
-        limits.small_body_bytes,
-        limits.small_body_bytes,
-        &shared.body_budget,
-        Duration::from_millis(limits.body_timeout_ms),
-    )
-    .await;
+    let max = shared.config.limits.small_body_bytes;
+    let whole = read_whole(shared, &parts.headers, body, max).await;
     let (bytes, _held) = match whole {
         Ok(b) => b,
         Err(e) => return refuse_body(record, e),
