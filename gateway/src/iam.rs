@@ -42,7 +42,9 @@ pub fn api_key(form: &[u8]) -> Result<Option<String>, &'static str> {
 /// Whether a header value carries a bearer minted here: it must never
 /// reach a provider (it holds an agent's gateway token).
 pub fn is_minted(value: &str) -> bool {
-    value.contains(&format!("{HEADER}."))
+    value
+        .match_indices(HEADER)
+        .any(|(at, _)| value[at + HEADER.len()..].starts_with('.'))
 }
 
 /// A bearer carrying `token`, issued at `now_s` (Unix seconds).
